@@ -1,0 +1,559 @@
+/* config.c: load the INI file (inih) into a validated config snapshot */
+#include "autoconfig.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "parse.h"
+
+#define GLOBAL_SECTION "global"
+#define MAX_CONNECTIONS_LIMIT 10000000UL
+
+/* Where the reader takes its lines from: a FILE or a string. */
+struct source {
+	FILE *file;
+	const char *text;
+};
+
+/* What the reader and the handler share while one file is parsed. */
+struct parse_state {
+	struct config *cfg;
+	struct source src;
+	unsigned line;            /* line most recently handed to inih */
+	bool in_global;           /* current section is [global] */
+	bool in_section;          /* a section header has been seen */
+	struct service *cur;      /* current service section, or NULL */
+	struct service **tail;    /* where the next service is linked */
+	unsigned seen;            /* keys already set in this section (bit per key) */
+	bool set_connect_timeout; /* per-service overrides given in this section */
+	bool set_idle_timeout;
+	bool has_key;             /* a key was seen since the last header */
+	unsigned global_line;     /* line of the [global] header, 0 if none */
+	struct config_error *err;
+	bool failed;
+};
+
+static void fail(struct parse_state *st, unsigned line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void fail(struct parse_state *st, unsigned line, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (st->failed)
+		return; /* the first error is the one reported */
+	st->failed = true;
+	st->err->line = line;
+	va_start(ap, fmt);
+	vsnprintf(st->err->msg, sizeof(st->err->msg), fmt, ap);
+	va_end(ap);
+}
+
+/* ---- keys ---- */
+
+struct key {
+	const char *name;
+	/* returns 0, or -1 after calling fail() */
+	int (*set)(struct parse_state *st, const char *key, const char *value);
+};
+
+static int set_duration(struct parse_state *st, const char *key, const char *value,
+			double *out)
+{
+	const char *why;
+	if (parse_duration(value, out, &why) < 0) {
+		fail(st, st->line, "%s: %s: '%s'", key, why, value);
+		return -1;
+	}
+	return 0;
+}
+
+static int g_max_connections(struct parse_state *st, const char *key, const char *value)
+{
+	const char *why;
+	if (parse_uint(value, 1, MAX_CONNECTIONS_LIMIT, &st->cfg->max_connections, &why) < 0) {
+		fail(st, st->line, "%s: %s (1-%lu): '%s'", key, why,
+		     MAX_CONNECTIONS_LIMIT, value);
+		return -1;
+	}
+	return 0;
+}
+
+static int g_connect_timeout(struct parse_state *st, const char *key, const char *value)
+{
+	return set_duration(st, key, value, &st->cfg->connect_timeout);
+}
+
+static int g_idle_timeout(struct parse_state *st, const char *key, const char *value)
+{
+	return set_duration(st, key, value, &st->cfg->idle_timeout);
+}
+
+static int g_log_level(struct parse_state *st, const char *key, const char *value)
+{
+	if (log_level_parse(value, &st->cfg->log_level) < 0) {
+		fail(st, st->line, "%s: expected error, warning, info or debug: '%s'",
+		     key, value);
+		return -1;
+	}
+	return 0;
+}
+
+/* Splits a comma- or blank-separated list in place; calls fn for each entry. */
+static int for_each_item(struct parse_state *st, const char *key, const char *value,
+			 int (*fn)(struct parse_state *st, const char *key, const char *item))
+{
+	char *save = NULL;
+	int n = 0, rc = 0;
+	char *buf = strdup(value);
+
+	if (buf == NULL) {
+		fail(st, st->line, "out of memory");
+		return -1;
+	}
+	for (char *item = strtok_r(buf, ", \t", &save); item != NULL;
+	     item = strtok_r(NULL, ", \t", &save)) {
+		if (fn(st, key, item) < 0) {
+			rc = -1;
+			break;
+		}
+		n++;
+	}
+	free(buf);
+	if (rc == 0 && n == 0) {
+		fail(st, st->line, "%s: empty value", key);
+		rc = -1;
+	}
+	return rc;
+}
+
+static int listen_item(struct parse_state *st, const char *key, const char *item)
+{
+	struct service *svc = st->cur;
+	const char *why;
+	int n = addr_parse_listen(item, &svc->listen[svc->n_listen],
+				  SERVICE_LISTEN_MAX - svc->n_listen, &why);
+	if (n < 0) {
+		fail(st, st->line, "%s: %s: '%s'", key, why, item);
+		return -1;
+	}
+	for (int i = 0; i < n; i++)
+		svc->listen_line[svc->n_listen++] = st->line;
+	return 0;
+}
+
+static int s_listen(struct parse_state *st, const char *key, const char *value)
+{
+	return for_each_item(st, key, value, listen_item);
+}
+
+static int set_backend(struct parse_state *st, const char *key, const char *value,
+		       int family, struct addr *out, bool *has)
+{
+	const char *why;
+	if (addr_parse(value, out, &why) < 0) {
+		fail(st, st->line, "%s: %s: '%s'", key, why, value);
+		return -1;
+	}
+	if (addr_family(out) != family) {
+		fail(st, st->line, "%s: expected an %s address: '%s'", key,
+		     family == AF_INET ? "IPv4" : "IPv6", value);
+		return -1;
+	}
+	*has = true;
+	return 0;
+}
+
+static int s_backend4(struct parse_state *st, const char *key, const char *value)
+{
+	return set_backend(st, key, value, AF_INET, &st->cur->backend4,
+			   &st->cur->has_backend4);
+}
+
+static int s_backend6(struct parse_state *st, const char *key, const char *value)
+{
+	return set_backend(st, key, value, AF_INET6, &st->cur->backend6,
+			   &st->cur->has_backend6);
+}
+
+static int s_connect_timeout(struct parse_state *st, const char *key, const char *value)
+{
+	st->set_connect_timeout = true;
+	return set_duration(st, key, value, &st->cur->connect_timeout);
+}
+
+static int s_idle_timeout(struct parse_state *st, const char *key, const char *value)
+{
+	st->set_idle_timeout = true;
+	return set_duration(st, key, value, &st->cur->idle_timeout);
+}
+
+static const struct key global_keys[] = {
+	{ "max_connections", g_max_connections },
+	{ "connect_timeout", g_connect_timeout },
+	{ "idle_timeout", g_idle_timeout },
+	{ "log_level", g_log_level },
+};
+
+static const struct key service_keys[] = {
+	{ "listen", s_listen },
+	{ "backend4", s_backend4 },
+	{ "backend6", s_backend6 },
+	{ "connect_timeout", s_connect_timeout },
+	{ "idle_timeout", s_idle_timeout },
+};
+
+#define N_KEYS(t) (sizeof(t) / sizeof((t)[0]))
+
+/* ---- sections ---- */
+
+static bool valid_name(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n > SERVICE_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (!isalnum(c) && c != '_' && c != '-' && c != '.')
+			return false;
+	}
+	return true;
+}
+
+/* Called by the reader for each "[name]" line, before inih sees it. */
+static void begin_section(struct parse_state *st, const char *name)
+{
+	st->in_section = true;
+	st->has_key = false;
+	st->seen = 0;
+	st->cur = NULL;
+	st->in_global = false;
+	st->set_connect_timeout = false;
+	st->set_idle_timeout = false;
+
+	if (strcmp(name, GLOBAL_SECTION) == 0) {
+		if (st->global_line != 0)
+			fail(st, st->line, "duplicate section [%s] (first at line %u)",
+			     name, st->global_line);
+		st->global_line = st->line;
+		st->in_global = true;
+		return;
+	}
+	if (!valid_name(name)) {
+		fail(st, st->line,
+		     "bad section name [%s]: use 1-%d letters, digits, '_', '-' or '.'",
+		     name, SERVICE_NAME_MAX);
+		return;
+	}
+	for (struct service *s = st->cfg->services; s != NULL; s = s->next) {
+		if (strcmp(s->name, name) == 0) {
+			fail(st, st->line, "duplicate section [%s] (first at line %u)",
+			     name, s->line);
+			return;
+		}
+	}
+	struct service *svc = calloc(1, sizeof(*svc));
+	if (svc == NULL) {
+		fail(st, st->line, "out of memory");
+		return;
+	}
+	snprintf(svc->name, sizeof(svc->name), "%s", name);
+	svc->line = st->line;
+	svc->connect_timeout = -1; /* resolved from [global] after parsing */
+	svc->idle_timeout = -1;
+	*st->tail = svc;
+	st->tail = &svc->next;
+	st->cfg->n_services++;
+	st->cur = svc;
+}
+
+#define UTF8_BOM "\xEF\xBB\xBF"
+
+/* If line is a section header as inih sees it, returns its name in out
+ * (trimmed). An indented line after a key continues that key instead. */
+static bool section_header(const struct parse_state *st, const char *line,
+			   char *out, size_t n)
+{
+	const char *start = line;
+	if (st->line == 1 && strncmp(line, UTF8_BOM, strlen(UTF8_BOM)) == 0)
+		start = line += strlen(UTF8_BOM);
+	while (isspace((unsigned char)*line))
+		line++;
+	if (*line != '[' || (line > start && st->has_key))
+		return false;
+	line++;
+	const char *close = strchr(line, ']');
+	if (close == NULL)
+		return false; /* inih reports the syntax error */
+	while (line < close && isspace((unsigned char)*line))
+		line++;
+	size_t len = (size_t)(close - line);
+	while (len > 0 && isspace((unsigned char)line[len - 1]))
+		len--;
+	if (len >= n)
+		len = n - 1;
+	memcpy(out, line, len);
+	out[len] = '\0';
+	return true;
+}
+
+/* ---- inih callbacks ---- */
+
+/* fgets-like reader that counts lines and sees section headers first. */
+static char *reader(char *str, int num, void *stream)
+{
+	struct parse_state *st = stream;
+	size_t cap = (size_t)num, len = 0;
+	bool too_long = false;
+	int c;
+
+	for (;;) {
+		if (st->src.file != NULL) {
+			c = getc(st->src.file);
+		} else {
+			c = *st->src.text != '\0' ? (unsigned char)*st->src.text++ : EOF;
+		}
+		if (c == EOF)
+			break;
+		if (len + 1 < cap)
+			str[len++] = (char)c;
+		else if (c != '\n')
+			too_long = true;
+		if (c == '\n')
+			break;
+	}
+	if (len == 0 && c == EOF)
+		return NULL;
+	str[len] = '\0';
+	st->line++;
+	if (too_long) {
+		fail(st, st->line, "line too long (at most %d characters)", num - 1);
+		str[0] = '\0';
+		return str;
+	}
+	char name[INI_MAX_LINE];
+	if (!st->failed && section_header(st, str, name, sizeof(name)))
+		begin_section(st, name);
+	return str;
+}
+
+static int handler(void *user, const char *section, const char *key, const char *value)
+{
+	struct parse_state *st = user;
+	const struct key *keys;
+	size_t n_keys;
+
+	(void)section; /* the reader already opened it */
+	if (st->failed)
+		return 0;
+	st->has_key = true;
+	if (!st->in_section) {
+		fail(st, st->line, "'%s' outside of a section", key);
+		return 0;
+	}
+	if (st->in_global) {
+		keys = global_keys;
+		n_keys = N_KEYS(global_keys);
+	} else if (st->cur != NULL) {
+		keys = service_keys;
+		n_keys = N_KEYS(service_keys);
+	} else {
+		return 0; /* a bad section header was already reported */
+	}
+	for (size_t i = 0; i < n_keys; i++) {
+		if (strcmp(keys[i].name, key) != 0)
+			continue;
+		if (st->seen & (1u << i)) {
+			fail(st, st->line, "duplicate key '%s'", key);
+			return 0;
+		}
+		st->seen |= 1u << i;
+		if (value[0] == '\0') {
+			fail(st, st->line, "%s: empty value", key);
+			return 0;
+		}
+		return keys[i].set(st, key, value) == 0;
+	}
+	fail(st, st->line, "unknown key '%s' in [%s]", key,
+	     st->in_global ? GLOBAL_SECTION : st->cur->name);
+	return 0;
+}
+
+/* ---- validation ---- */
+
+/* Two listen addresses that cannot both be bound: same family and port,
+ * and the same address or one of them the wildcard. */
+static bool listen_overlaps(const struct addr *a, const struct addr *b)
+{
+	if (addr_family(a) != addr_family(b) || addr_port(a) != addr_port(b))
+		return false;
+	if (addr_family(a) == AF_INET) {
+		return a->u.in.sin_addr.s_addr == b->u.in.sin_addr.s_addr ||
+		       a->u.in.sin_addr.s_addr == htonl(INADDR_ANY) ||
+		       b->u.in.sin_addr.s_addr == htonl(INADDR_ANY);
+	}
+	return IN6_ARE_ADDR_EQUAL(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr) ||
+	       IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr) ||
+	       IN6_IS_ADDR_UNSPECIFIED(&b->u.in6.sin6_addr);
+}
+
+static int check_listen_unique(struct parse_state *st, const struct service *svc,
+			       size_t i)
+{
+	char a[ADDR_STRLEN], b[ADDR_STRLEN];
+
+	for (const struct service *o = st->cfg->services; o != NULL; o = o->next) {
+		size_t end = o == svc ? i : o->n_listen;
+		for (size_t j = 0; j < end; j++) {
+			if (!listen_overlaps(&svc->listen[i], &o->listen[j]))
+				continue;
+			fail(st, svc->listen_line[i],
+			     "listen %s conflicts with %s of [%s] (line %u)",
+			     addr_format(&svc->listen[i], a), addr_format(&o->listen[j], b),
+			     o->name, o->listen_line[j]);
+			return -1;
+		}
+		if (o == svc)
+			break;
+	}
+	return 0;
+}
+
+static int validate(struct parse_state *st)
+{
+	struct config *cfg = st->cfg;
+
+	if (cfg->services == NULL) {
+		fail(st, st->line, "no service defined (add a [name] section with listen and backend4/backend6)");
+		return -1;
+	}
+	for (struct service *svc = cfg->services; svc != NULL; svc = svc->next) {
+		if (svc->n_listen == 0) {
+			fail(st, svc->line, "[%s]: no listen address", svc->name);
+			return -1;
+		}
+		if (!svc->has_backend4 && !svc->has_backend6) {
+			fail(st, svc->line, "[%s]: no backend4 or backend6", svc->name);
+			return -1;
+		}
+		for (size_t i = 0; i < svc->n_listen; i++)
+			if (check_listen_unique(st, svc, i) < 0)
+				return -1;
+		if (svc->connect_timeout < 0)
+			svc->connect_timeout = cfg->connect_timeout;
+		if (svc->idle_timeout < 0)
+			svc->idle_timeout = cfg->idle_timeout;
+	}
+	return 0;
+}
+
+/* ---- public ---- */
+
+static struct config *config_new(const char *name)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	if (cfg == NULL)
+		return NULL;
+	cfg->path = strdup(name);
+	if (cfg->path == NULL) {
+		free(cfg);
+		return NULL;
+	}
+	cfg->refs = 1;
+	cfg->max_connections = DEFAULT_MAX_CONNECTIONS;
+	cfg->connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+	cfg->idle_timeout = DEFAULT_IDLE_TIMEOUT;
+	cfg->log_level = LOG_LVL_INFO;
+	return cfg;
+}
+
+static struct config *load(const char *name, struct source src, struct config_error *err)
+{
+	struct parse_state st = { .src = src, .err = err };
+
+	memset(err, 0, sizeof(*err));
+	snprintf(err->file, sizeof(err->file), "%s", name);
+	st.cfg = config_new(name);
+	if (st.cfg == NULL) {
+		snprintf(err->msg, sizeof(err->msg), "out of memory");
+		return NULL;
+	}
+	st.tail = &st.cfg->services;
+
+	int rc = ini_parse_stream(reader, &st, handler, &st);
+	if (rc > 0 && (!st.failed || (unsigned)rc < err->line)) {
+		st.failed = false;
+		fail(&st, (unsigned)rc, "syntax error: expected [section] or key = value");
+	} else if (rc < 0 && !st.failed) {
+		fail(&st, 0, "out of memory");
+	}
+	if (!st.failed)
+		validate(&st);
+	if (st.failed) {
+		config_unref(st.cfg);
+		return NULL;
+	}
+	return st.cfg;
+}
+
+struct config *config_load_file(const char *path, struct config_error *err)
+{
+	FILE *f = fopen(path, "re");
+	if (f == NULL) {
+		memset(err, 0, sizeof(*err));
+		snprintf(err->file, sizeof(err->file), "%s", path);
+		snprintf(err->msg, sizeof(err->msg), "cannot open: %s", strerror(errno));
+		return NULL;
+	}
+	struct config *cfg = load(path, (struct source){ .file = f }, err);
+	fclose(f);
+	return cfg;
+}
+
+struct config *config_load_string(const char *name, const char *text,
+				  struct config_error *err)
+{
+	return load(name, (struct source){ .text = text }, err);
+}
+
+char *config_error_format(const struct config_error *err, char *buf, size_t n)
+{
+	if (err->line > 0)
+		snprintf(buf, n, "%s:%u: %s", err->file, err->line, err->msg);
+	else
+		snprintf(buf, n, "%s: %s", err->file, err->msg);
+	return buf;
+}
+
+struct config *config_ref(struct config *cfg)
+{
+	cfg->refs++;
+	return cfg;
+}
+
+void config_unref(struct config *cfg)
+{
+	if (cfg == NULL || --cfg->refs > 0)
+		return;
+	struct service *svc = cfg->services;
+	while (svc != NULL) {
+		struct service *next = svc->next;
+		free(svc);
+		svc = next;
+	}
+	free(cfg->path);
+	free(cfg);
+}
+
+const struct addr *service_backend(const struct service *svc, int family)
+{
+	if (family == AF_INET6)
+		return svc->has_backend6 ? &svc->backend6 : &svc->backend4;
+	return svc->has_backend4 ? &svc->backend4 : &svc->backend6;
+}

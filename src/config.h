@@ -1,0 +1,72 @@
+/* config.h: an immutable, refcounted snapshot of the configuration file */
+#ifndef DUALPROXY_CONFIG_H
+#define DUALPROXY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "addr.h"
+#include "log.h"
+
+#define SERVICE_NAME_MAX 64   /* section names show up in logs and metrics */
+#define SERVICE_LISTEN_MAX 16 /* addresses one service may listen on */
+#define CONFIG_MSG_MAX 256
+
+#define DEFAULT_MAX_CONNECTIONS 20000
+#define DEFAULT_CONNECT_TIMEOUT 5.0
+#define DEFAULT_IDLE_TIMEOUT (15 * 60.0)
+
+/* One [section] other than [global]: a forwarded port. */
+struct service {
+	/* configuration */
+	char name[SERVICE_NAME_MAX + 1];
+	unsigned line;                  /* line of the [name] header */
+	struct addr listen[SERVICE_LISTEN_MAX];
+	unsigned listen_line[SERVICE_LISTEN_MAX];
+	size_t n_listen;
+	struct addr backend4;           /* valid when has_backend4 */
+	struct addr backend6;           /* valid when has_backend6 */
+	bool has_backend4, has_backend6;
+	double connect_timeout;         /* seconds; the global value unless set here */
+	double idle_timeout;            /* seconds; the global value unless set here */
+	struct service *next;
+};
+
+struct config {
+	/* runtime */
+	unsigned refs;           /* the owner plus one per live relay */
+	/* configuration */
+	char *path;              /* file it came from, for messages */
+	unsigned long max_connections;
+	double connect_timeout;
+	double idle_timeout;
+	enum log_level log_level;
+	struct service *services; /* in file order */
+	size_t n_services;
+};
+
+/* Where and why loading failed: printed as "file:line: msg" (line 0: "file: msg"). */
+struct config_error {
+	char file[CONFIG_MSG_MAX];
+	unsigned line;
+	char msg[CONFIG_MSG_MAX];
+};
+
+/* Load and validate a file. Returns a config with one reference owned by the
+ * caller, or NULL with *err filled in. */
+struct config *config_load_file(const char *path, struct config_error *err);
+
+/* The same from text in memory; name is used in messages. */
+struct config *config_load_string(const char *name, const char *text,
+				  struct config_error *err);
+
+/* Writes "file:line: msg" to a buffer of n bytes; returns buf. */
+char *config_error_format(const struct config_error *err, char *buf, size_t n);
+
+struct config *config_ref(struct config *cfg);
+void config_unref(struct config *cfg);
+
+/* The backend for a client of this family: its own, else the other family's. */
+const struct addr *service_backend(const struct service *svc, int family);
+
+#endif

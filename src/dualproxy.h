@@ -1,0 +1,38 @@
+/* dualproxy.h: the daemon's context, created in main.c and passed to every module */
+#ifndef DUALPROXY_DUALPROXY_H
+#define DUALPROXY_DUALPROXY_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "pipepool.h"
+
+struct listener;
+struct relay;
+
+/* Size of the shared buffer that recv/send relaying reads into. */
+#define RELAY_CHUNK (64 * 1024)
+
+struct dualproxy {
+	/* configuration */
+	const char *config_path;  /* file to (re)load */
+	struct config *config;    /* current snapshot; one reference owned here */
+
+	/* runtime */
+	struct ev_loop *loop;
+	struct listener *listeners; /* open listeners, owned */
+	struct relay *relays;       /* live connections; each relay frees itself */
+	unsigned long active;       /* number of live relays */
+	bool full;                  /* accepting paused at max_connections */
+	bool stopping;              /* SIGTERM seen: no new connections */
+	struct pipe_pool pipes;     /* splice pipes, reused across relays */
+	char *chunk;                /* RELAY_CHUNK bytes shared by all relays */
+
+	/* counters since start */
+	uint64_t accepted;
+	uint64_t backend_errors;
+};
+
+#endif

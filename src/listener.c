@@ -1,0 +1,181 @@
+/* listener.c: bound listening sockets that accept clients into relays */
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "dualproxy.h"
+#include "listener.h"
+#include "log.h"
+#include "relay.h"
+
+#define LISTEN_BACKLOG 4096     /* the kernel caps it at somaxconn */
+#define ACCEPT_BATCH 64         /* accepts per wake-up, so one port can't starve others */
+#define FD_BACKOFF_SEC 0.1      /* pause after EMFILE/ENFILE */
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents);
+static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents);
+
+struct listener *listener_open(struct dualproxy *dp, const struct addr *a,
+			       struct service *svc)
+{
+	int one = 1;
+	int fd = socket(addr_family(a), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return NULL;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    (addr_family(a) == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+	    bind(fd, &a->u.sa, a->len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return NULL;
+	}
+	struct listener *l = calloc(1, sizeof(*l));
+	if (l == NULL) {
+		close(fd);
+		errno = ENOMEM;
+		return NULL;
+	}
+	l->addr = *a;
+	l->service = svc;
+	l->dp = dp;
+	l->fd = fd;
+	ev_io_init(&l->io, on_accept, fd, EV_READ);
+	l->io.data = l;
+	ev_timer_init(&l->backoff, on_backoff, FD_BACKOFF_SEC, 0.);
+	l->backoff.data = l;
+	return l;
+}
+
+void listener_start(struct listener *l)
+{
+	if (!l->dp->full && !l->dp->stopping && !ev_is_active(&l->backoff))
+		ev_io_start(l->dp->loop, &l->io);
+}
+
+void listener_close(struct listener *l)
+{
+	ev_io_stop(l->dp->loop, &l->io);
+	ev_timer_stop(l->dp->loop, &l->backoff);
+	close(l->fd);
+	free(l);
+}
+
+int listeners_open_all(struct dualproxy *dp, struct config *cfg)
+{
+	char a[ADDR_STRLEN];
+
+	for (struct service *svc = cfg->services; svc != NULL; svc = svc->next) {
+		for (size_t i = 0; i < svc->n_listen; i++) {
+			struct listener *l = listener_open(dp, &svc->listen[i], svc);
+			if (l == NULL) {
+				log_error("%s:%u: [%s] cannot listen on %s: %s", cfg->path,
+					  svc->listen_line[i], svc->name,
+					  addr_format(&svc->listen[i], a), strerror(errno));
+				listeners_close_all(dp);
+				return -1;
+			}
+			l->next = dp->listeners;
+			dp->listeners = l;
+			log_info("listening on %s (%s)", addr_format(&l->addr, a), svc->name);
+		}
+	}
+	return 0;
+}
+
+void listeners_close_all(struct dualproxy *dp)
+{
+	while (dp->listeners != NULL) {
+		struct listener *l = dp->listeners;
+		dp->listeners = l->next;
+		listener_close(l);
+	}
+}
+
+void listeners_update_capacity(struct dualproxy *dp)
+{
+	bool full = dp->active >= dp->config->max_connections;
+	if (full == dp->full)
+		return;
+	dp->full = full;
+	for (struct listener *l = dp->listeners; l != NULL; l = l->next) {
+		if (full)
+			ev_io_stop(dp->loop, &l->io);
+		else
+			listener_start(l);
+	}
+	if (full)
+		log_warn("max_connections (%lu) reached: accepting paused",
+			 dp->config->max_connections);
+	else
+		log_info("below max_connections again: accepting resumed");
+}
+
+static void backoff(struct listener *l)
+{
+	ev_io_stop(l->dp->loop, &l->io);
+	if (!ev_is_active(&l->backoff))
+		ev_timer_start(l->dp->loop, &l->backoff);
+}
+
+void listeners_backoff(struct dualproxy *dp)
+{
+	for (struct listener *l = dp->listeners; l != NULL; l = l->next)
+		backoff(l);
+}
+
+static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct listener *l = w->data;
+	(void)loop;
+	(void)revents;
+	listener_start(l);
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct listener *l = w->data;
+	struct dualproxy *dp = l->dp;
+	char a[ADDR_STRLEN];
+	(void)loop;
+	(void)revents;
+
+	for (int i = 0; i < ACCEPT_BATCH && !dp->full && ev_is_active(&l->io); i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int fd = accept4(l->fd, (struct sockaddr *)&ss, &len,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			switch (errno) {
+			case EAGAIN:
+			case EINTR:
+			case ECONNABORTED:
+			case EPROTO:
+				return;
+			case EMFILE:
+			case ENFILE:
+			case ENOBUFS:
+			case ENOMEM:
+				log_warn("accept on %s: %s: pausing all listeners for %.0f ms",
+					 addr_format(&l->addr, a), strerror(errno),
+					 FD_BACKOFF_SEC * 1000);
+				listeners_backoff(dp);
+				return;
+			default:
+				log_warn("accept on %s: %s", addr_format(&l->addr, a),
+					 strerror(errno));
+				return;
+			}
+		}
+		struct addr client;
+		addr_from_sockaddr(&client, (struct sockaddr *)&ss, len);
+		dp->accepted++;
+		relay_start(dp, l->service, fd, &client);
+	}
+}

@@ -1,0 +1,80 @@
+/* main.c: command line, start-up, event loop, exit */
+#include "autoconfig.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sysexits.h>
+
+#include "dualproxy.h"
+#include "lifecycle.h"
+#include "log.h"
+
+#ifndef DEFAULT_CONFIG
+#define DEFAULT_CONFIG "/etc/dualproxy/dualproxy.ini"
+#endif
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: dualproxy [-c FILE] [-t] [-V] [-h]\n"
+		"Serve every configured port on IPv4 and IPv6 and relay each\n"
+		"connection to the backend of its own address family.\n\n"
+		"  -c FILE  configuration file (default: %s)\n"
+		"  -t       check the configuration and exit\n"
+		"  -V       print the version and exit\n"
+		"  -h       print this help and exit\n",
+		DEFAULT_CONFIG);
+}
+
+int main(int argc, char **argv)
+{
+	const char *path = DEFAULT_CONFIG;
+	int test_only = 0, opt;
+
+	while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+		switch (opt) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			test_only = 1;
+			break;
+		case 'V':
+			printf("%s\n", PACKAGE_STRING);
+			return EX_OK;
+		case 'h':
+			usage(stdout);
+			return EX_OK;
+		default:
+			usage(stderr);
+			return EX_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "dualproxy: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return EX_USAGE;
+	}
+
+	struct config_error err;
+	struct config *cfg = config_load_file(path, &err);
+	if (cfg == NULL) {
+		char msg[2 * CONFIG_MSG_MAX];
+		fprintf(stderr, "%s\n", config_error_format(&err, msg, sizeof(msg)));
+		return EX_CONFIG;
+	}
+	if (test_only) {
+		fprintf(stderr, "%s: configuration ok\n", path);
+		config_unref(cfg);
+		return EX_OK;
+	}
+	log_set_level(cfg->log_level);
+
+	struct dualproxy dp;
+	int rc = lifecycle_start(&dp, cfg);
+	if (rc == EX_OK)
+		rc = lifecycle_run(&dp);
+	lifecycle_cleanup(&dp);
+	return rc;
+}

@@ -1,0 +1,19 @@
+/* parse.h: scalar config values: durations, counts, booleans */
+#ifndef DUALPROXY_PARSE_H
+#define DUALPROXY_PARSE_H
+
+#include <stdbool.h>
+
+/* Durations: a decimal number followed by ms, s, m or h ("1.5s", "250ms",
+ * "15m"); a bare number is seconds. Must be > 0 and at most a week.
+ * Returns 0 and seconds in *out, or -1 with *err set to a static message. */
+int parse_duration(const char *s, double *out, const char **err);
+
+/* A decimal integer in [min, max]. Returns 0, or -1 with *err. */
+int parse_uint(const char *s, unsigned long min, unsigned long max,
+	       unsigned long *out, const char **err);
+
+/* yes/no, true/false, on/off, 1/0. Returns 0, or -1 with *err. */
+int parse_bool(const char *s, bool *out, const char **err);
+
+#endif

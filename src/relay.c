@@ -1,0 +1,467 @@
+/* relay.c: one client connection and its backend connection, pumped both ways */
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "dualproxy.h"
+#include "listener.h"
+#include "log.h"
+#include "relay.h"
+
+#define PIPE_CAPACITY (64 * 1024) /* Linux default pipe size */
+#define PUMP_ROUNDS 4             /* read/write rounds per wake-up, for fairness */
+
+enum relay_state {
+	RELAY_CONNECTING, /* backend connect in progress; the client is not read */
+	RELAY_OPEN,       /* relaying both ways */
+};
+
+/* Outcome of one read or write attempt. */
+enum io_result {
+	IO_OK,    /* bytes moved */
+	IO_AGAIN, /* would block */
+	IO_EOF,   /* the peer sent FIN */
+	IO_ERROR, /* the relay must end; r->reason is set */
+};
+
+struct end {
+	int fd;     /* owned */
+	int events; /* EV_READ|EV_WRITE currently registered */
+	ev_io io;
+};
+
+/* One direction: bytes read from `from` and written to `to`. */
+struct flow {
+	struct end *from, *to;
+	char *buf;          /* read but not yet written; only under backpressure */
+	size_t off, len;    /* unwritten bytes are buf[off..len) */
+	int pipe[2];        /* splice mode when pipe[0] >= 0 */
+	size_t in_pipe;     /* bytes waiting in the pipe */
+	uint64_t bytes;     /* bytes written to `to` */
+	bool eof;           /* `from` sent FIN */
+	bool shut;          /* FIN passed on to `to` */
+};
+
+struct relay {
+	/* configuration */
+	struct dualproxy *dp;
+	struct config *cfg;          /* reference that keeps svc alive */
+	const struct service *svc;
+	struct addr client_addr;
+	const struct addr *backend_addr; /* inside svc */
+	/* runtime */
+	enum relay_state state;
+	struct end client, backend;
+	struct flow up;              /* client to backend */
+	struct flow down;            /* backend to client */
+	ev_timer timer;              /* connect_timeout, then idle_timeout */
+	ev_tstamp started, last_active;
+	const char *reason;          /* why it ended, for the log */
+	bool rst_client, rst_backend; /* close that side with RST */
+	struct relay *prev, *next;   /* in dp->relays */
+};
+
+static void on_io(struct ev_loop *loop, ev_io *w, int revents);
+static void on_timer(struct ev_loop *loop, ev_timer *w, int revents);
+
+static const char *reset_reason(const struct relay *r, const struct end *e)
+{
+	return e == &r->client ? "client-reset" : "backend-reset";
+}
+
+/* Close with RST instead of FIN. */
+static void set_linger_zero(int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+static size_t pending(const struct flow *f)
+{
+	return f->pipe[0] >= 0 ? f->in_pipe : f->len - f->off;
+}
+
+/* Records why the relay ends; an error on one end resets the other. */
+static enum io_result io_failed(struct relay *r, struct end *e, int err)
+{
+	if (err == ECONNRESET || err == EPIPE || err == ETIMEDOUT ||
+	    err == EHOSTUNREACH || err == ENETUNREACH) {
+		r->reason = reset_reason(r, e);
+	} else {
+		char a[ADDR_STRLEN];
+		log_warn("[%s] client %s: %s", r->svc->name,
+			 addr_format(&r->client_addr, a), strerror(err));
+		r->reason = "error";
+	}
+	if (e == &r->client)
+		r->rst_backend = true;
+	else
+		r->rst_client = true;
+	return IO_ERROR;
+}
+
+/* Writes what is pending in f to f->to. */
+static enum io_result flush(struct relay *r, struct flow *f)
+{
+	while (pending(f) > 0) {
+		ssize_t n;
+		if (f->pipe[0] >= 0)
+			n = splice(f->pipe[0], NULL, f->to->fd, NULL, f->in_pipe,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		else
+			n = send(f->to->fd, f->buf + f->off, f->len - f->off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return IO_AGAIN;
+			return io_failed(r, f->to, errno);
+		}
+		f->bytes += (size_t)n;
+		if (f->pipe[0] >= 0) {
+			f->in_pipe -= (size_t)n;
+		} else {
+			f->off += (size_t)n;
+			if (f->off == f->len) {
+				free(f->buf); /* idle connections hold no buffer */
+				f->buf = NULL;
+				f->off = f->len = 0;
+			}
+		}
+	}
+	return IO_OK;
+}
+
+/* Keeps the unsent tail of a chunk for later; called under backpressure. */
+static enum io_result keep_tail(struct relay *r, struct flow *f, const char *data,
+				size_t n)
+{
+	f->buf = malloc(n);
+	if (f->buf == NULL) {
+		log_warn("[%s] out of memory for a relay buffer", r->svc->name);
+		r->reason = "error";
+		r->rst_client = r->rst_backend = true;
+		return IO_ERROR;
+	}
+	memcpy(f->buf, data, n);
+	f->off = 0;
+	f->len = n;
+	return IO_OK;
+}
+
+/* Reads from f->from into the shared chunk and writes it on at once; the
+ * unwritten tail, if any, is kept in f->buf. Only called with nothing pending. */
+static enum io_result fill_buffered(struct relay *r, struct flow *f)
+{
+	char *chunk = r->dp->chunk;
+	ssize_t n;
+
+	do
+		n = recv(f->from->fd, chunk, RELAY_CHUNK, MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n == 0)
+		return IO_EOF;
+	if (n < 0)
+		return errno == EAGAIN ? IO_AGAIN : io_failed(r, f->from, errno);
+
+	ssize_t sent;
+	do
+		sent = send(f->to->fd, chunk, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (sent < 0 && errno == EINTR);
+	if (sent < 0) {
+		if (errno != EAGAIN)
+			return io_failed(r, f->to, errno);
+		sent = 0;
+	}
+	f->bytes += (size_t)sent;
+	if (sent < n)
+		return keep_tail(r, f, chunk + sent, (size_t)(n - sent));
+	/* a full chunk means bulk: move further data through a pipe if one is free */
+	if (n == RELAY_CHUNK)
+		pipe_pool_get(&r->dp->pipes, f->pipe);
+	return IO_OK;
+}
+
+/* Moves data from f->from into f's pipe. Only called with the pipe empty. */
+static enum io_result fill_spliced(struct relay *r, struct flow *f)
+{
+	ssize_t n;
+
+	do
+		n = splice(f->from->fd, NULL, f->pipe[1], NULL, PIPE_CAPACITY,
+			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	while (n < 0 && errno == EINTR);
+	if (n == 0)
+		return IO_EOF;
+	if (n < 0)
+		return errno == EAGAIN ? IO_AGAIN : io_failed(r, f->from, errno);
+	f->in_pipe += (size_t)n;
+	return IO_OK;
+}
+
+/* Moves what f->from has to f->to until one would block. A side is read only
+ * when everything read before has been written. */
+static enum io_result pump(struct relay *r, struct flow *f)
+{
+	for (int round = 0; round < PUMP_ROUNDS && !f->eof; round++) {
+		enum io_result res = flush(r, f);
+		if (res != IO_OK)
+			return res == IO_AGAIN ? IO_OK : res;
+		res = f->pipe[0] >= 0 ? fill_spliced(r, f) : fill_buffered(r, f);
+		if (res == IO_EOF)
+			f->eof = true;
+		else if (res == IO_AGAIN)
+			return IO_OK;
+		else if (res == IO_ERROR)
+			return res;
+	}
+	if (f->eof && !f->shut) {
+		/* EOF is passed on only after everything before it */
+		enum io_result res = flush(r, f);
+		if (res != IO_OK)
+			return res == IO_AGAIN ? IO_OK : res;
+		if (shutdown(f->to->fd, SHUT_WR) < 0 && errno != ENOTCONN)
+			return io_failed(r, f->to, errno);
+		f->shut = true;
+	}
+	return IO_OK;
+}
+
+static void set_events(struct relay *r, struct end *e, int events)
+{
+	if (e->events == events)
+		return;
+	struct ev_loop *loop = r->dp->loop;
+	ev_io_stop(loop, &e->io);
+	ev_io_set(&e->io, e->fd, events);
+	if (events)
+		ev_io_start(loop, &e->io);
+	e->events = events;
+}
+
+static bool wants_read(const struct flow *f)
+{
+	return !f->eof && pending(f) == 0;
+}
+
+static void update_events(struct relay *r)
+{
+	set_events(r, &r->client, (wants_read(&r->up) ? EV_READ : 0) |
+				  (pending(&r->down) ? EV_WRITE : 0));
+	set_events(r, &r->backend, (wants_read(&r->down) ? EV_READ : 0) |
+				   (pending(&r->up) ? EV_WRITE : 0));
+}
+
+static void release_flow(struct relay *r, struct flow *f)
+{
+	free(f->buf);
+	f->buf = NULL;
+	if (f->pipe[0] >= 0)
+		pipe_pool_put(&r->dp->pipes, f->pipe, f->in_pipe == 0);
+}
+
+static void close_end(struct relay *r, struct end *e, bool rst)
+{
+	if (e->fd < 0)
+		return;
+	ev_io_stop(r->dp->loop, &e->io);
+	if (rst)
+		set_linger_zero(e->fd);
+	close(e->fd);
+	e->fd = -1;
+}
+
+/* Ends the relay: closes both sides, logs one line, frees r. */
+static void relay_finish(struct relay *r)
+{
+	struct dualproxy *dp = r->dp;
+	char c[ADDR_STRLEN], b[ADDR_STRLEN];
+
+	ev_timer_stop(dp->loop, &r->timer);
+	close_end(r, &r->client, r->rst_client);
+	close_end(r, &r->backend, r->rst_backend);
+	release_flow(r, &r->up);
+	release_flow(r, &r->down);
+	log_debug("connection service=%s client=%s backend=%s up=%llu down=%llu "
+		  "duration=%.3fs end=%s",
+		  r->svc->name, addr_format(&r->client_addr, c),
+		  addr_format(r->backend_addr, b), (unsigned long long)r->up.bytes,
+		  (unsigned long long)r->down.bytes, ev_now(dp->loop) - r->started,
+		  r->reason);
+
+	if (r->prev != NULL)
+		r->prev->next = r->next;
+	else
+		dp->relays = r->next;
+	if (r->next != NULL)
+		r->next->prev = r->prev;
+	dp->active--;
+	config_unref(r->cfg);
+	free(r);
+	listeners_update_capacity(dp);
+}
+
+static void connect_failed(struct relay *r, int err)
+{
+	char c[ADDR_STRLEN], b[ADDR_STRLEN];
+
+	r->dp->backend_errors++;
+	r->reason = backend_error_reason(err);
+	r->rst_client = true; /* the client learns at once, it does not hang */
+	log_warn("[%s] client %s: backend %s: %s", r->svc->name,
+		 addr_format(&r->client_addr, c), addr_format(r->backend_addr, b),
+		 strerror(err));
+	relay_finish(r);
+}
+
+static void connected(struct relay *r)
+{
+	struct ev_loop *loop = r->dp->loop;
+
+	r->state = RELAY_OPEN;
+	r->last_active = ev_now(loop);
+	ev_timer_stop(loop, &r->timer);
+	ev_timer_set(&r->timer, r->svc->idle_timeout, 0.);
+	ev_timer_start(loop, &r->timer);
+	/* the client has usually spoken already: forward it without a wake-up */
+	if (pump(r, &r->up) == IO_ERROR) {
+		relay_finish(r);
+		return;
+	}
+	update_events(r);
+}
+
+static void init_end(struct relay *r, struct end *e, int fd)
+{
+	e->fd = fd;
+	e->events = 0;
+	ev_io_init(&e->io, on_io, fd, 0);
+	e->io.data = r;
+}
+
+static void init_flow(struct flow *f, struct end *from, struct end *to)
+{
+	f->from = from;
+	f->to = to;
+	f->pipe[0] = f->pipe[1] = -1;
+}
+
+void relay_start(struct dualproxy *dp, const struct service *svc, int client_fd,
+		 const struct addr *client)
+{
+	int one = 1;
+	struct relay *r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		log_warn("[%s] out of memory for a new connection", svc->name);
+		set_linger_zero(client_fd);
+		close(client_fd);
+		return;
+	}
+	setsockopt(client_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	r->dp = dp;
+	r->cfg = config_ref(dp->config);
+	r->svc = svc;
+	r->client_addr = *client;
+	r->backend_addr = service_backend(svc, addr_family(client));
+	r->state = RELAY_CONNECTING;
+	r->started = r->last_active = ev_now(dp->loop);
+	r->reason = "closed";
+	init_end(r, &r->client, client_fd);
+	init_end(r, &r->backend, -1);
+	init_flow(&r->up, &r->client, &r->backend);
+	init_flow(&r->down, &r->backend, &r->client);
+	ev_timer_init(&r->timer, on_timer, svc->connect_timeout, 0.);
+	r->timer.data = r;
+
+	r->next = dp->relays;
+	if (dp->relays != NULL)
+		dp->relays->prev = r;
+	dp->relays = r;
+	dp->active++;
+	listeners_update_capacity(dp);
+
+	int in_progress = 0;
+	int fd = backend_connect(r->backend_addr, &in_progress);
+	if (fd < 0) {
+		int err = errno;
+		if (err == EMFILE || err == ENFILE)
+			listeners_backoff(dp);
+		connect_failed(r, err);
+		return;
+	}
+	init_end(r, &r->backend, fd);
+	if (!in_progress) {
+		connected(r);
+		return;
+	}
+	ev_timer_start(dp->loop, &r->timer);
+	set_events(r, &r->backend, EV_WRITE);
+}
+
+static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct relay *r = w->data;
+	struct end *e = w == &r->client.io ? &r->client : &r->backend;
+
+	if (r->state == RELAY_CONNECTING) {
+		int err = backend_connect_result(e->fd);
+		if (err != 0)
+			connect_failed(r, err);
+		else
+			connected(r);
+		return;
+	}
+	r->last_active = ev_now(loop);
+	/* writable: flush what waits for this side; readable: read it */
+	if ((revents & EV_WRITE) &&
+	    pump(r, e == &r->client ? &r->down : &r->up) == IO_ERROR) {
+		relay_finish(r);
+		return;
+	}
+	if ((revents & EV_READ) &&
+	    pump(r, e == &r->client ? &r->up : &r->down) == IO_ERROR) {
+		relay_finish(r);
+		return;
+	}
+	if (r->up.shut && r->down.shut) {
+		relay_finish(r);
+		return;
+	}
+	update_events(r);
+}
+
+static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct relay *r = w->data;
+	(void)revents;
+
+	if (r->state == RELAY_CONNECTING) {
+		connect_failed(r, ETIMEDOUT);
+		return;
+	}
+	ev_tstamp left = r->last_active + r->svc->idle_timeout - ev_now(loop);
+	if (left > 0) {
+		ev_timer_set(w, left, 0.);
+		ev_timer_start(loop, w);
+		return;
+	}
+	r->reason = "idle-timeout";
+	relay_finish(r);
+}
+
+void relay_close_all(struct dualproxy *dp)
+{
+	while (dp->relays != NULL) {
+		dp->relays->reason = "shutdown";
+		relay_finish(dp->relays);
+	}
+}

@@ -1,0 +1,235 @@
+"""Backend failures and timeouts: a refused backend closes the client at once
+(end=connect-refused); a backend whose SYNs are dropped closes the client
+after connect_timeout (end=connect-timeout); idle connections are closed after
+idle_timeout (end=idle-timeout) while active ones are kept; a reset from
+either side ends the connection with end=client-reset / end=backend-reset.
+Global values and per-service overrides are both exercised."""
+
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from conftest import (V4, V6, T, connect, fmt_addr, free_dual_port, ini,
+                      local_addr, recv_exact, unused_port, wait_closed)
+
+def connect_expect_close(host, port, timeout):
+    """Connect (from a known local address) and wait for the proxy to close
+    the connection. The RST may even beat the end of connect(). Returns
+    (local address, 'eof'|'reset', data received)."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        s.bind((host, 0))
+        addr = local_addr(s)
+        s.settimeout(T(5))
+        try:
+            s.connect((host, port))
+        except ConnectionResetError:
+            return addr, "reset", b""
+        kind, _, data = wait_closed(s, timeout)
+        return addr, kind, data
+    finally:
+        s.close()
+
+
+BOTH = pytest.mark.parametrize("host", [V4, V6], ids=["ipv4", "ipv6"])
+
+
+def test_refused_backend(proxy_factory):
+    dead4 = (V4, unused_port(V4))
+    dead6 = (V6, unused_port(V6))
+    port = free_dual_port()
+    proxy = proxy_factory(ini("""
+        [global]
+        log_level = debug
+        connect_timeout = 5s
+        [dead]
+        listen = %d
+        backend4 = %s
+        backend6 = %s
+    """ % (port, fmt_addr(*dead4), fmt_addr(*dead6))))
+    for host, dead in ((V4, dead4), (V6, dead6)):
+        client, kind, data = connect_expect_close(host, port, T(1.0))
+        assert data == b""
+        assert kind in ("eof", "reset")
+        log = proxy.conn_log(client)
+        assert log["service"] == "dead"
+        assert log["backend"] == fmt_addr(*dead)
+        assert log["end"] == "connect-refused", log
+        assert log["up"] == 0 and log["down"] == 0, log
+
+
+def test_refused_backend_many(proxy_factory):
+    """50 refused connections in a row: each closed at once, the daemon
+    stays up and still serves (checked by the teardown)."""
+    dead = (V4, unused_port(V4))
+    port = free_dual_port()
+    proxy_factory(ini("""
+        [dead]
+        listen = 127.0.0.1:%d
+        backend4 = %s
+    """ % (port, fmt_addr(*dead))))
+    start = time.monotonic()
+    for _ in range(50):
+        _, kind, data = connect_expect_close(V4, port, T(1.0))
+        assert data == b""
+    assert time.monotonic() - start < T(10)
+
+
+@pytest.mark.parametrize("where", ["global", "service"])
+def test_connect_timeout(proxy_factory, backends, where):
+    hole4 = backends.start_blackhole(V4)
+    hole6 = backends.start_blackhole(V6)
+    port = free_dual_port()
+    if where == "global":
+        glob, svc = "connect_timeout = 500ms", ""
+    else:
+        glob, svc = "connect_timeout = 30s", "connect_timeout = 500ms"
+    proxy = proxy_factory(ini("""
+        [global]
+        log_level = debug
+        %s
+        [hole]
+        listen = %d
+        backend4 = %s
+        backend6 = %s
+        %s
+    """ % (glob, port, fmt_addr(*hole4), fmt_addr(*hole6), svc)))
+
+    results = {}
+
+    def client(host):
+        t0 = time.monotonic()
+        s = connect(host, port)
+        try:
+            addr = local_addr(s)
+            kind, _, data = wait_closed(s, T(3.0))
+            results[host] = (addr, kind, time.monotonic() - t0, data)
+        except AssertionError as e:
+            results[host] = e
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=client, args=(h,)) for h in (V4, V6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(T(10))
+    for host, hole in ((V4, hole4), (V6, hole6)):
+        r = results.get(host)
+        assert isinstance(r, tuple), "%s: %r" % (host, r)
+        addr, kind, elapsed, data = r
+        assert data == b""
+        assert 0.4 <= elapsed <= T(2.0), "%s: closed after %.3fs" % (host, elapsed)
+        log = proxy.conn_log(addr)
+        assert log["backend"] == fmt_addr(*hole)
+        assert log["end"] == "connect-timeout", log
+
+
+@pytest.mark.parametrize("where", ["global", "service"])
+def test_idle_timeout(proxy_factory, backends, where):
+    e4 = backends.start_echo(V4)
+    e6 = backends.start_echo(V6)
+    port = free_dual_port()
+    if where == "global":
+        glob, svc = "idle_timeout = 300ms", ""
+    else:
+        glob, svc = "idle_timeout = 15m", "idle_timeout = 300ms"
+    proxy = proxy_factory(ini("""
+        [global]
+        log_level = debug
+        %s
+        [echo]
+        listen = %d
+        backend4 = %s
+        backend6 = %s
+        %s
+    """ % (glob, port, fmt_addr(*e4), fmt_addr(*e6), svc)))
+
+    # an active connection (a message every 100 ms for 1.2 s) is kept open,
+    # in parallel with the idle ones below
+    active_err = []
+
+    def active():
+        try:
+            with connect(V4, port) as s:
+                for i in range(12):
+                    msg = b"tick %d\n" % i
+                    s.sendall(msg)
+                    assert recv_exact(s, len(msg), timeout=T(1)) == msg
+                    time.sleep(0.1)
+        except Exception as e:
+            active_err.append(e)
+
+    t = threading.Thread(target=active)
+    t.start()
+    for host in (V4, V6):
+        s = connect(host, port)
+        try:
+            addr = local_addr(s)
+            s.sendall(b"x")
+            assert recv_exact(s, 1) == b"x"
+            t0 = time.monotonic()
+            kind, elapsed, data = wait_closed(s, T(3.0))
+        finally:
+            s.close()
+        assert data == b""
+        assert 0.25 <= elapsed <= T(1.5), "%s: closed after %.3fs" % (host, elapsed)
+        log = proxy.conn_log(addr)
+        assert log["end"] == "idle-timeout", log
+        assert log["up"] == 1 and log["down"] == 1, log
+    t.join(T(10))
+    assert not active_err, "active connection was disturbed: %r" % active_err
+
+
+@BOTH
+def test_client_reset(proxy_factory, backends, host):
+    e4 = backends.start_echo(V4)
+    e6 = backends.start_echo(V6)
+    port = free_dual_port()
+    proxy = proxy_factory(ini("""
+        [global]
+        log_level = debug
+        [echo]
+        listen = %d
+        backend4 = %s
+        backend6 = %s
+    """ % (port, fmt_addr(*e4), fmt_addr(*e6))))
+    s = connect(host, port)
+    addr = local_addr(s)
+    s.sendall(b"abc")
+    assert recv_exact(s, 3) == b"abc"
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()  # RST
+    log = proxy.conn_log(addr)
+    assert log["end"] == "client-reset", log
+    assert log["up"] == 3 and log["down"] == 3, log
+
+
+@BOTH
+def test_backend_reset(proxy_factory, backends, host):
+    r4 = backends.start_reset_after(V4, b"bye")
+    r6 = backends.start_reset_after(V6, b"bye")
+    port = free_dual_port()
+    proxy = proxy_factory(ini("""
+        [global]
+        log_level = debug
+        [rst]
+        listen = %d
+        backend4 = %s
+        backend6 = %s
+    """ % (port, fmt_addr(*r4), fmt_addr(*r6))))
+    s = connect(host, port)
+    try:
+        addr = local_addr(s)
+        s.sendall(b"hello")
+        assert recv_exact(s, 3) == b"bye"
+        kind, _, data = wait_closed(s, T(2.0))
+        assert data == b""
+    finally:
+        s.close()
+    log = proxy.conn_log(addr)
+    assert log["end"] == "backend-reset", log
+    assert log["up"] == 5 and log["down"] == 3, log
