@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +94,32 @@ static int g_connect_timeout(struct parse_state *st, const char *key, const char
 static int g_idle_timeout(struct parse_state *st, const char *key, const char *value)
 {
 	return set_duration(st, key, value, &st->cfg->idle_timeout);
+}
+
+static int g_drain_timeout(struct parse_state *st, const char *key, const char *value)
+{
+	return set_duration(st, key, value, &st->cfg->drain_timeout);
+}
+
+static int g_user(struct parse_state *st, const char *key, const char *value)
+{
+	if (strlen(value) > USER_NAME_MAX || getpwnam(value) == NULL) {
+		fail(st, st->line, "%s: no such user '%s'", key, value);
+		return -1;
+	}
+	snprintf(st->cfg->user, sizeof(st->cfg->user), "%s", value);
+	st->cfg->user_line = st->line;
+	return 0;
+}
+
+static int g_keep_net_bind(struct parse_state *st, const char *key, const char *value)
+{
+	const char *why;
+	if (parse_bool(value, &st->cfg->keep_net_bind, &why) < 0) {
+		fail(st, st->line, "%s: %s: '%s'", key, why, value);
+		return -1;
+	}
+	return 0;
 }
 
 static int g_log_level(struct parse_state *st, const char *key, const char *value)
@@ -195,6 +222,9 @@ static int s_idle_timeout(struct parse_state *st, const char *key, const char *v
 }
 
 static const struct key global_keys[] = {
+	{ "user", g_user },
+	{ "keep_net_bind", g_keep_net_bind },
+	{ "drain_timeout", g_drain_timeout },
 	{ "max_connections", g_max_connections },
 	{ "connect_timeout", g_connect_timeout },
 	{ "idle_timeout", g_idle_timeout },
@@ -469,6 +499,8 @@ static struct config *config_new(const char *name)
 	cfg->max_connections = DEFAULT_MAX_CONNECTIONS;
 	cfg->connect_timeout = DEFAULT_CONNECT_TIMEOUT;
 	cfg->idle_timeout = DEFAULT_IDLE_TIMEOUT;
+	cfg->drain_timeout = DEFAULT_DRAIN_TIMEOUT;
+	snprintf(cfg->user, sizeof(cfg->user), "%s", DEFAULT_USER);
 	cfg->log_level = LOG_LVL_INFO;
 	return cfg;
 }

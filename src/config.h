@@ -15,6 +15,9 @@
 #define DEFAULT_MAX_CONNECTIONS 20000
 #define DEFAULT_CONNECT_TIMEOUT 5.0
 #define DEFAULT_IDLE_TIMEOUT (15 * 60.0)
+#define DEFAULT_DRAIN_TIMEOUT 30.0
+#define DEFAULT_USER "nobody"
+#define USER_NAME_MAX 64
 
 /* One [section] other than [global]: a forwarded port. */
 struct service {
@@ -37,9 +40,13 @@ struct config {
 	unsigned refs;           /* the owner plus one per live relay */
 	/* configuration */
 	char *path;              /* file it came from, for messages */
+	char user[USER_NAME_MAX + 1]; /* account to switch to when started as root */
+	unsigned user_line;      /* line of `user`, 0 when the default applies */
+	bool keep_net_bind;      /* keep CAP_NET_BIND_SERVICE after the drop */
 	unsigned long max_connections;
 	double connect_timeout;
 	double idle_timeout;
+	double drain_timeout;    /* SIGTERM: how long live connections may finish */
 	enum log_level log_level;
 	struct service *services; /* in file order */
 	size_t n_services;

@@ -1,4 +1,4 @@
-/* lifecycle.c: start-up, signals and shutdown of the daemon */
+/* lifecycle.c: start-up, privilege drop, reload, drain and exit of the daemon */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -11,14 +11,21 @@
 #include "lifecycle.h"
 #include "listener.h"
 #include "log.h"
+#include "notify.h"
+#include "privs.h"
 #include "relay.h"
 
-#define PIPE_FD_SHARE 4 /* pipes may use at most 1/PIPE_FD_SHARE of the fds */
-#define PIPE_CACHE 64   /* empty pipes kept for reuse */
+#define PIPE_FD_SHARE 4      /* pipes may use at most 1/PIPE_FD_SHARE of the fds */
+#define PIPE_CACHE 64        /* empty pipes kept for reuse */
+#define STATUS_INTERVAL 2.0  /* seconds between STATUS= updates to systemd */
 
-/* The signal watchers; they live as long as the loop. */
-struct signals {
-	ev_signal term, intr;
+/* Watchers that live as long as the loop. None of them keeps the loop
+ * alive (ev_unref): it ends when listeners and connections are gone. */
+struct lifecycle {
+	ev_signal term, intr, hup;
+	ev_timer drain;         /* SIGTERM: the deadline for live connections */
+	ev_timer status;        /* STATUS= updates while NOTIFY_SOCKET is set */
+	unsigned long last_status;
 };
 
 /* Raises the soft descriptor limit to the hard one and returns it. */
@@ -35,22 +42,142 @@ static rlim_t raise_fd_limit(void)
 	return rl.rlim_cur;
 }
 
-static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
+static struct lifecycle *lc_of(struct dualproxy *dp)
+{
+	return ev_userdata(dp->loop);
+}
+
+static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct dualproxy *dp = w->data;
 	(void)revents;
-
-	log_info("%s: stopping (%lu connections open)", strsignal(w->signum),
-		 dp->active);
-	dp->stopping = true;
-	listeners_close_all(dp);
+	ev_ref(loop); /* libev stopped the unreferenced timer before calling us */
+	log_warn("drain_timeout: closing %lu connections still open", dp->active);
 	relay_close_all(dp);
-	ev_break(loop, EVBREAK_ALL);
 }
 
-int lifecycle_start(struct dualproxy *dp, struct config *cfg)
+static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 {
+	struct dualproxy *dp = w->data;
+	struct lifecycle *lc = lc_of(dp);
+	(void)revents;
+
+	if (dp->stopping) {
+		log_info("SIG%s again: closing %lu connections now", sigabbrev_np(w->signum),
+			 dp->active);
+		relay_close_all(dp);
+		ev_break(loop, EVBREAK_ALL);
+		return;
+	}
+	dp->stopping = true;
+	notify_send("STOPPING=1");
+	listeners_close_all(dp);
+	log_info("SIG%s: draining %lu connections for up to %gs", sigabbrev_np(w->signum),
+		 dp->active, dp->config->drain_timeout);
+	ev_timer_set(&lc->drain, dp->config->drain_timeout, 0.);
+	ev_timer_start(loop, &lc->drain);
+	ev_unref(loop);
+	/* the loop ends by itself once the last connection has ended */
+}
+
+static void send_status(struct dualproxy *dp)
+{
+	notify_send("STATUS=%lu connections, %llu accepted, %llu backend errors",
+		    dp->active, (unsigned long long)dp->accepted,
+		    (unsigned long long)dp->backend_errors);
+	lc_of(dp)->last_status = dp->active;
+}
+
+static void on_status(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct dualproxy *dp = w->data;
+	(void)loop;
+	(void)revents;
+	if (dp->active != lc_of(dp)->last_status)
+		send_status(dp);
+}
+
+/* The [global] keys a running process cannot change after the drop. */
+static void warn_restart_only(const struct config *old, const struct config *cfg)
+{
+	if (strcmp(old->user, cfg->user) != 0)
+		log_warn("reload: user changed to '%s': takes effect after a restart",
+			 cfg->user);
+	if (old->keep_net_bind != cfg->keep_net_bind)
+		log_warn("reload: keep_net_bind changed: takes effect after a restart");
+}
+
+static void reload(struct dualproxy *dp)
+{
+	struct config_error err;
+	struct listeners_diff diff;
+	char msg[2 * CONFIG_MSG_MAX];
+
+	notify_reloading();
+	struct config *cfg = config_load_file(dp->config_path, &err);
+	if (cfg == NULL) {
+		log_error("%s", config_error_format(&err, msg, sizeof(msg)));
+	} else if (listeners_apply(dp, cfg, &diff) < 0) {
+		config_unref(cfg);
+		cfg = NULL;
+	}
+	if (cfg == NULL) {
+		log_error("reload failed: keeping the running configuration");
+		notify_send("READY=1");
+		return;
+	}
+	warn_restart_only(dp->config, cfg);
+	config_unref(dp->config); /* live relays keep their own reference */
+	dp->config = cfg;
+	log_set_level(cfg->log_level);
+	listeners_update_capacity(dp);
+	log_info("reload: %u added, %u kept, %u removed", diff.added, diff.kept,
+		 diff.removed);
+	notify_send("READY=1");
+	send_status(dp);
+}
+
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct dualproxy *dp = w->data;
+	(void)loop;
+	(void)revents;
+	if (dp->stopping) {
+		log_info("SIGHUP while stopping: ignored");
+		return;
+	}
+	reload(dp);
+}
+
+static void start_watchers(struct dualproxy *dp, struct lifecycle *lc)
+{
+	struct ev_loop *loop = dp->loop;
+
+	ev_signal_init(&lc->term, on_stop, SIGTERM);
+	ev_signal_init(&lc->intr, on_stop, SIGINT);
+	ev_signal_init(&lc->hup, on_hup, SIGHUP);
+	ev_timer_init(&lc->drain, on_drain_timeout, 0., 0.);
+	ev_timer_init(&lc->status, on_status, STATUS_INTERVAL, STATUS_INTERVAL);
+	lc->term.data = lc->intr.data = lc->hup.data = dp;
+	lc->drain.data = lc->status.data = dp;
+	ev_signal_start(loop, &lc->term);
+	ev_signal_start(loop, &lc->intr);
+	ev_signal_start(loop, &lc->hup);
+	ev_unref(loop);
+	ev_unref(loop);
+	ev_unref(loop);
+	if (notify_enabled()) {
+		ev_timer_start(loop, &lc->status);
+		ev_unref(loop);
+	}
+}
+
+int lifecycle_start(struct dualproxy *dp, const char *path, struct config *cfg)
+{
+	struct listeners_diff diff;
+
 	memset(dp, 0, sizeof(*dp));
+	dp->config_path = path;
 	dp->config = cfg;
 	signal(SIGPIPE, SIG_IGN);
 
@@ -59,60 +186,64 @@ int lifecycle_start(struct dualproxy *dp, struct config *cfg)
 		log_error("cannot create the event loop (epoll)");
 		return EX_OSERR;
 	}
+	struct lifecycle *lc = calloc(1, sizeof(*lc));
 	rlim_t nofile = raise_fd_limit();
-	if (pipe_pool_init(&dp->pipes, nofile / (2 * PIPE_FD_SHARE), PIPE_CACHE) < 0 ||
+	if (lc == NULL ||
+	    pipe_pool_init(&dp->pipes, nofile / (2 * PIPE_FD_SHARE), PIPE_CACHE) < 0 ||
 	    (dp->chunk = malloc(RELAY_CHUNK)) == NULL) {
+		free(lc);
 		log_error("out of memory");
 		return EX_OSERR;
 	}
-	if (listeners_open_all(dp, cfg) < 0)
-		return EX_OSERR;
+	ev_set_userdata(dp->loop, lc);
+	start_watchers(dp, lc);
 
-	struct signals *sig = calloc(1, sizeof(*sig));
-	if (sig == NULL) {
-		log_error("out of memory");
+	if (listeners_apply(dp, cfg, &diff) < 0)
 		return EX_OSERR;
-	}
-	ev_signal_init(&sig->term, on_stop, SIGTERM);
-	ev_signal_init(&sig->intr, on_stop, SIGINT);
-	sig->term.data = sig->intr.data = dp;
-	ev_signal_start(dp->loop, &sig->term);
-	ev_signal_start(dp->loop, &sig->intr);
-	ev_unref(dp->loop); /* signal watchers alone do not keep the loop alive */
-	ev_unref(dp->loop);
-	ev_set_userdata(dp->loop, sig);
-
-	for (struct listener *l = dp->listeners; l != NULL; l = l->next)
-		listener_start(l);
-	log_info("ready: %zu services, %lu max connections, pipe budget %zu",
-		 cfg->n_services, cfg->max_connections, dp->pipes.budget);
+	if (privs_drop(cfg) < 0)
+		return EX_OSERR;
+	log_info("ready: %zu services, %u listeners, %lu max connections, pipe budget %zu",
+		 cfg->n_services, diff.added, cfg->max_connections, dp->pipes.budget);
+	notify_send("READY=1\nSTATUS=0 connections, listening on %u addresses",
+		    diff.added);
 	return 0;
 }
 
 int lifecycle_run(struct dualproxy *dp)
 {
 	ev_run(dp->loop, 0);
+	log_info("stopped");
 	return EX_OK;
 }
 
 void lifecycle_cleanup(struct dualproxy *dp)
 {
-	if (dp->loop != NULL) {
-		struct signals *sig = ev_userdata(dp->loop);
-		if (sig != NULL) {
-			ev_ref(dp->loop);
-			ev_ref(dp->loop);
-			ev_signal_stop(dp->loop, &sig->term);
-			ev_signal_stop(dp->loop, &sig->intr);
-			free(sig);
-		}
+	struct ev_loop *loop = dp->loop;
+
+	if (loop != NULL && lc_of(dp) != NULL) {
+		struct lifecycle *lc = lc_of(dp);
+		/* give back the references taken by ev_unref before stopping */
+		if (ev_is_active(&lc->drain))
+			ev_ref(loop);
+		if (ev_is_active(&lc->status))
+			ev_ref(loop);
+		ev_ref(loop);
+		ev_ref(loop);
+		ev_ref(loop);
+		ev_timer_stop(loop, &lc->drain);
+		ev_timer_stop(loop, &lc->status);
+		ev_signal_stop(loop, &lc->term);
+		ev_signal_stop(loop, &lc->intr);
+		ev_signal_stop(loop, &lc->hup);
+		free(lc);
+		ev_set_userdata(loop, NULL);
 	}
 	listeners_close_all(dp);
 	relay_close_all(dp);
 	pipe_pool_free(&dp->pipes);
 	free(dp->chunk);
 	config_unref(dp->config);
-	if (dp->loop != NULL)
-		ev_loop_destroy(dp->loop);
+	if (loop != NULL)
+		ev_loop_destroy(loop);
 	memset(dp, 0, sizeof(*dp));
 }

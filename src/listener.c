@@ -67,35 +67,88 @@ void listener_close(struct listener *l)
 	free(l);
 }
 
-int listeners_open_all(struct dualproxy *dp, struct config *cfg)
+static struct listener *find(struct listener *list, const struct addr *a)
 {
+	for (struct listener *l = list; l != NULL; l = l->next)
+		if (addr_equal(&l->addr, a))
+			return l;
+	return NULL;
+}
+
+static void close_list(struct listener *l)
+{
+	while (l != NULL) {
+		struct listener *next = l->next;
+		listener_close(l);
+		l = next;
+	}
+}
+
+int listeners_apply(struct dualproxy *dp, struct config *cfg,
+		    struct listeners_diff *diff)
+{
+	struct listener *fresh = NULL;
 	char a[ADDR_STRLEN];
 
+	*diff = (struct listeners_diff){ 0, 0, 0 };
+	for (struct listener *l = dp->listeners; l != NULL; l = l->next)
+		l->kept = false;
+
+	/* prepare: bind what is new; on failure undo only that */
 	for (struct service *svc = cfg->services; svc != NULL; svc = svc->next) {
 		for (size_t i = 0; i < svc->n_listen; i++) {
+			struct listener *old = find(dp->listeners, &svc->listen[i]);
+			if (old != NULL) {
+				old->kept = true;
+				continue;
+			}
 			struct listener *l = listener_open(dp, &svc->listen[i], svc);
 			if (l == NULL) {
 				log_error("%s:%u: [%s] cannot listen on %s: %s", cfg->path,
 					  svc->listen_line[i], svc->name,
 					  addr_format(&svc->listen[i], a), strerror(errno));
-				listeners_close_all(dp);
+				close_list(fresh);
 				return -1;
 			}
-			l->next = dp->listeners;
-			dp->listeners = l;
-			log_info("listening on %s (%s)", addr_format(&l->addr, a), svc->name);
+			l->next = fresh;
+			fresh = l;
 		}
+	}
+
+	/* commit: nothing below can fail */
+	struct listener **link = &dp->listeners;
+	while (*link != NULL) {
+		struct listener *l = *link;
+		if (l->kept) {
+			for (struct service *svc = cfg->services; svc != NULL; svc = svc->next)
+				for (size_t i = 0; i < svc->n_listen; i++)
+					if (addr_equal(&svc->listen[i], &l->addr))
+						l->service = svc;
+			diff->kept++;
+			link = &l->next;
+			continue;
+		}
+		log_info("closed %s (%s)", addr_format(&l->addr, a), l->service->name);
+		*link = l->next;
+		listener_close(l);
+		diff->removed++;
+	}
+	while (fresh != NULL) {
+		struct listener *l = fresh;
+		fresh = l->next;
+		l->next = dp->listeners;
+		dp->listeners = l;
+		listener_start(l);
+		diff->added++;
+		log_info("listening on %s (%s)", addr_format(&l->addr, a), l->service->name);
 	}
 	return 0;
 }
 
 void listeners_close_all(struct dualproxy *dp)
 {
-	while (dp->listeners != NULL) {
-		struct listener *l = dp->listeners;
-		dp->listeners = l->next;
-		listener_close(l);
-	}
+	close_list(dp->listeners);
+	dp->listeners = NULL;
 }
 
 void listeners_update_capacity(struct dualproxy *dp)

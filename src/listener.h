@@ -19,6 +19,7 @@ struct listener {
 	int fd;                   /* owned */
 	ev_io io;
 	ev_timer backoff;         /* runs while accepting is paused for lack of fds */
+	bool kept;                /* listeners_apply: its address is in the new config */
 	struct listener *next;
 };
 
@@ -33,9 +34,18 @@ void listener_start(struct listener *l);
 /* Stops accepting and closes the socket; frees l. */
 void listener_close(struct listener *l);
 
-/* Opens a listener for every address of every service of cfg and links them
- * into dp->listeners. Returns 0, or -1 after logging (nothing is left open). */
-int listeners_open_all(struct dualproxy *dp, struct config *cfg);
+/* What listeners_apply changed, counted in listening addresses. */
+struct listeners_diff {
+	unsigned added, kept, removed;
+};
+
+/* Makes the open listeners match cfg (at start-up and on reload): an address already open
+ * keeps its socket and now serves cfg's service; new addresses are bound;
+ * the others are closed. Either everything is applied and 0 returned, or,
+ * when an address cannot be bound, nothing changes and -1 is returned after
+ * logging. */
+int listeners_apply(struct dualproxy *dp, struct config *cfg,
+		    struct listeners_diff *diff);
 
 /* Closes and frees every listener. */
 void listeners_close_all(struct dualproxy *dp);

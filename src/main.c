@@ -72,7 +72,7 @@ int main(int argc, char **argv)
 	log_set_level(cfg->log_level);
 
 	struct dualproxy dp;
-	int rc = lifecycle_start(&dp, cfg);
+	int rc = lifecycle_start(&dp, path, cfg);
 	if (rc == EX_OK)
 		rc = lifecycle_run(&dp);
 	lifecycle_cleanup(&dp);

@@ -522,14 +522,56 @@ static void test_error_unknown_key_service(void **state)
 			    3, "unknown key 'max_connections' in [web]");
 }
 
+static void test_lifecycle_keys(void **state)
+{
+	struct config_error err;
+	(void)state;
+
+	struct config *cfg = config_load_string(CFG_NAME, WEB_SERVICE, &err);
+	assert_non_null(cfg);
+	assert_string_equal(cfg->user, "nobody");
+	assert_int_equal(cfg->user_line, 0);
+	assert_false(cfg->keep_net_bind);
+	assert_true(cfg->drain_timeout == 30.0);
+	config_unref(cfg);
+
+	cfg = config_load_string(CFG_NAME,
+				 "[global]\n"
+				 "user = root\n"
+				 "keep_net_bind = yes\n"
+				 "drain_timeout = 250ms\n"
+				 WEB_SERVICE,
+				 &err);
+	assert_non_null(cfg);
+	assert_string_equal(cfg->user, "root");
+	assert_int_equal(cfg->user_line, 2);
+	assert_true(cfg->keep_net_bind);
+	assert_true(cfg->drain_timeout == 0.25);
+	config_unref(cfg);
+
+	assert_config_error("[global]\n"
+			    "user = no-such-user-here\n"
+			    WEB_SERVICE,
+			    2, "user: no such user 'no-such-user-here'");
+	assert_config_error("[global]\n"
+			    "log_level = info\n"
+			    "keep_net_bind = maybe\n"
+			    WEB_SERVICE,
+			    3, "keep_net_bind: expected yes or no");
+	assert_config_error("[global]\n"
+			    "drain_timeout = 0s\n"
+			    WEB_SERVICE,
+			    2, "drain_timeout: duration must be greater than zero");
+}
+
 static void test_error_unknown_key_global(void **state)
 {
 	(void)state;
 	assert_config_error("[global]\n"
 			    "log_level = info\n"
-			    "user = dualproxy\n"
+			    "workers = 2\n"
 			    WEB_SERVICE,
-			    3, "unknown key 'user' in [global]");
+			    3, "unknown key 'workers' in [global]");
 	assert_config_error(WEB_SERVICE
 			    "[global]\n"
 			    "listen = 80\n",
@@ -999,6 +1041,7 @@ int main(void)
 		cmocka_unit_test(test_service_backend_loaded),
 		cmocka_unit_test(test_refcount),
 		cmocka_unit_test(test_error_unknown_key_service),
+		cmocka_unit_test(test_lifecycle_keys),
 		cmocka_unit_test(test_error_unknown_key_global),
 		cmocka_unit_test(test_error_key_outside_section),
 		cmocka_unit_test(test_error_duplicate_section),
