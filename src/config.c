@@ -36,6 +36,7 @@ struct parse_state {
 	bool set_idle_timeout;
 	bool has_key;             /* a key was seen since the last header */
 	unsigned global_line;     /* line of the [global] header, 0 if none */
+	unsigned metrics_line;    /* line of metrics_listen */
 	struct config_error *err;
 	bool failed;
 };
@@ -60,6 +61,7 @@ static void fail(struct parse_state *st, unsigned line, const char *fmt, ...)
 
 struct key {
 	const char *name;
+	bool repeatable;  /* may appear more than once; each adds to the value */
 	/* returns 0, or -1 after calling fail() */
 	int (*set)(struct parse_state *st, const char *key, const char *value);
 };
@@ -96,6 +98,16 @@ static int g_idle_timeout(struct parse_state *st, const char *key, const char *v
 	return set_duration(st, key, value, &st->cfg->idle_timeout);
 }
 
+static int set_bool(struct parse_state *st, const char *key, const char *value, bool *out)
+{
+	const char *why;
+	if (parse_bool(value, out, &why) < 0) {
+		fail(st, st->line, "%s: %s: '%s'", key, why, value);
+		return -1;
+	}
+	return 0;
+}
+
 static int g_drain_timeout(struct parse_state *st, const char *key, const char *value)
 {
 	return set_duration(st, key, value, &st->cfg->drain_timeout);
@@ -114,11 +126,24 @@ static int g_user(struct parse_state *st, const char *key, const char *value)
 
 static int g_keep_net_bind(struct parse_state *st, const char *key, const char *value)
 {
+	return set_bool(st, key, value, &st->cfg->keep_net_bind);
+}
+
+static int g_watch_config(struct parse_state *st, const char *key, const char *value)
+{
+	return set_bool(st, key, value, &st->cfg->watch_config);
+}
+
+static int g_metrics_listen(struct parse_state *st, const char *key, const char *value)
+{
 	const char *why;
-	if (parse_bool(value, &st->cfg->keep_net_bind, &why) < 0) {
+	int n = addr_parse_listen(value, st->cfg->metrics_listen, 2, &why);
+	if (n < 0) {
 		fail(st, st->line, "%s: %s: '%s'", key, why, value);
 		return -1;
 	}
+	st->cfg->n_metrics_listen = (size_t)n;
+	st->metrics_line = st->line;
 	return 0;
 }
 
@@ -209,6 +234,31 @@ static int s_backend6(struct parse_state *st, const char *key, const char *value
 			   &st->cur->has_backend6);
 }
 
+static int allow_item(struct parse_state *st, const char *key, const char *item)
+{
+	struct cidr c;
+	const char *why;
+	if (cidr_parse(item, &c, &why) < 0 || cidr_list_add(&st->cur->allow, &c, &why) < 0) {
+		fail(st, st->line, "%s: %s: '%s'", key, why, item);
+		return -1;
+	}
+	return 0;
+}
+
+static int s_allow(struct parse_state *st, const char *key, const char *value)
+{
+	return for_each_item(st, key, value, allow_item);
+}
+
+static int s_proxy_protocol(struct parse_state *st, const char *key, const char *value)
+{
+	if (proxy_protocol_parse(value, &st->cur->proxy_protocol) < 0) {
+		fail(st, st->line, "%s: expected off, v1 or v2: '%s'", key, value);
+		return -1;
+	}
+	return 0;
+}
+
 static int s_connect_timeout(struct parse_state *st, const char *key, const char *value)
 {
 	st->set_connect_timeout = true;
@@ -222,21 +272,25 @@ static int s_idle_timeout(struct parse_state *st, const char *key, const char *v
 }
 
 static const struct key global_keys[] = {
-	{ "user", g_user },
-	{ "keep_net_bind", g_keep_net_bind },
-	{ "drain_timeout", g_drain_timeout },
-	{ "max_connections", g_max_connections },
-	{ "connect_timeout", g_connect_timeout },
-	{ "idle_timeout", g_idle_timeout },
-	{ "log_level", g_log_level },
+	{ "user", false, g_user },
+	{ "keep_net_bind", false, g_keep_net_bind },
+	{ "drain_timeout", false, g_drain_timeout },
+	{ "max_connections", false, g_max_connections },
+	{ "connect_timeout", false, g_connect_timeout },
+	{ "idle_timeout", false, g_idle_timeout },
+	{ "log_level", false, g_log_level },
+	{ "metrics_listen", false, g_metrics_listen },
+	{ "watch_config", false, g_watch_config },
 };
 
 static const struct key service_keys[] = {
-	{ "listen", s_listen },
-	{ "backend4", s_backend4 },
-	{ "backend6", s_backend6 },
-	{ "connect_timeout", s_connect_timeout },
-	{ "idle_timeout", s_idle_timeout },
+	{ "listen", false, s_listen },
+	{ "backend4", false, s_backend4 },
+	{ "backend6", false, s_backend6 },
+	{ "connect_timeout", false, s_connect_timeout },
+	{ "idle_timeout", false, s_idle_timeout },
+	{ "allow", true, s_allow },
+	{ "proxy_protocol", false, s_proxy_protocol },
 };
 
 #define N_KEYS(t) (sizeof(t) / sizeof((t)[0]))
@@ -399,7 +453,7 @@ static int handler(void *user, const char *section, const char *key, const char 
 	for (size_t i = 0; i < n_keys; i++) {
 		if (strcmp(keys[i].name, key) != 0)
 			continue;
-		if (st->seen & (1u << i)) {
+		if ((st->seen & (1u << i)) && !keys[i].repeatable) {
 			fail(st, st->line, "duplicate key '%s'", key);
 			return 0;
 		}
@@ -475,6 +529,19 @@ static int validate(struct parse_state *st)
 		for (size_t i = 0; i < svc->n_listen; i++)
 			if (check_listen_unique(st, svc, i) < 0)
 				return -1;
+		for (size_t i = 0; i < svc->n_listen; i++) {
+			for (size_t m = 0; m < cfg->n_metrics_listen; m++) {
+				char a[ADDR_STRLEN], b[ADDR_STRLEN];
+				if (!listen_overlaps(&svc->listen[i], &cfg->metrics_listen[m]))
+					continue;
+				fail(st, st->metrics_line,
+				     "metrics_listen %s conflicts with %s of [%s] (line %u)",
+				     addr_format(&cfg->metrics_listen[m], a),
+				     addr_format(&svc->listen[i], b), svc->name,
+				     svc->listen_line[i]);
+				return -1;
+			}
+		}
 		if (svc->connect_timeout < 0)
 			svc->connect_timeout = cfg->connect_timeout;
 		if (svc->idle_timeout < 0)

@@ -6,7 +6,9 @@
 #include <stddef.h>
 
 #include "addr.h"
+#include "cidr.h"
 #include "log.h"
+#include "proxyproto.h"
 
 #define SERVICE_NAME_MAX 64   /* section names show up in logs and metrics */
 #define SERVICE_LISTEN_MAX 16 /* addresses one service may listen on */
@@ -32,6 +34,8 @@ struct service {
 	bool has_backend4, has_backend6;
 	double connect_timeout;         /* seconds; the global value unless set here */
 	double idle_timeout;            /* seconds; the global value unless set here */
+	struct cidr_list allow;         /* allowed clients; empty allows all */
+	enum proxy_protocol proxy_protocol;
 	struct service *next;
 };
 
@@ -48,6 +52,9 @@ struct config {
 	double idle_timeout;
 	double drain_timeout;    /* SIGTERM: how long live connections may finish */
 	enum log_level log_level;
+	struct addr metrics_listen[2]; /* where /metrics is served */
+	size_t n_metrics_listen;       /* 0: no metrics endpoint */
+	bool watch_config;       /* reload when the file changes */
 	struct service *services; /* in file order */
 	size_t n_services;
 };

@@ -8,8 +8,10 @@
 
 #include "config.h"
 #include "pipepool.h"
+#include "stats.h"
 
 struct listener;
+struct metrics;
 struct relay;
 
 /* Size of the shared buffer that recv/send relaying reads into. */
@@ -17,7 +19,7 @@ struct relay;
 
 struct dualproxy {
 	/* configuration */
-	const char *config_path;  /* file to (re)load */
+	const char *config_path;  /* file to (re)load; NULL: klipper-lb environment */
 	struct config *config;    /* current snapshot; one reference owned here */
 
 	/* runtime */
@@ -30,7 +32,10 @@ struct dualproxy {
 	struct pipe_pool pipes;     /* splice pipes, reused across relays */
 	char *chunk;                /* RELAY_CHUNK bytes shared by all relays */
 
+	struct metrics *metrics;    /* the /metrics endpoint, or NULL */
+
 	/* counters since start */
+	struct stats stats;         /* per service, kept across reloads */
 	uint64_t accepted;
 	uint64_t backend_errors;
 };

@@ -8,9 +8,11 @@
 #include <sys/resource.h>
 #include <sysexits.h>
 
+#include "envconfig.h"
 #include "lifecycle.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "privs.h"
 #include "relay.h"
@@ -18,6 +20,9 @@
 #define PIPE_FD_SHARE 4      /* pipes may use at most 1/PIPE_FD_SHARE of the fds */
 #define PIPE_CACHE 64        /* empty pipes kept for reuse */
 #define STATUS_INTERVAL 2.0  /* seconds between STATUS= updates to systemd */
+#define WATCH_INTERVAL 1.0   /* seconds between stat() checks of the config file */
+
+extern char **environ;
 
 /* Watchers that live as long as the loop. None of them keeps the loop
  * alive (ev_unref): it ends when listeners and connections are gone. */
@@ -25,6 +30,7 @@ struct lifecycle {
 	ev_signal term, intr, hup;
 	ev_timer drain;         /* SIGTERM: the deadline for live connections */
 	ev_timer status;        /* STATUS= updates while NOTIFY_SOCKET is set */
+	ev_stat watch;          /* watch_config: the config file's attributes */
 	unsigned long last_status;
 };
 
@@ -56,6 +62,33 @@ static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	relay_close_all(dp);
 }
 
+static void stop_watch(struct dualproxy *dp)
+{
+	struct lifecycle *lc = lc_of(dp);
+	if (ev_is_active(&lc->watch)) {
+		ev_ref(dp->loop);
+		ev_stat_stop(dp->loop, &lc->watch);
+	}
+}
+
+static void on_watch(struct ev_loop *loop, ev_stat *w, int revents);
+
+/* Watches the config file when watch_config says so (not the environment). */
+static void update_watch(struct dualproxy *dp)
+{
+	struct lifecycle *lc = lc_of(dp);
+	bool want = dp->config->watch_config && dp->config_path != NULL;
+	if (want == ev_is_active(&lc->watch))
+		return;
+	if (!want) {
+		stop_watch(dp);
+		return;
+	}
+	ev_stat_set(&lc->watch, dp->config_path, WATCH_INTERVAL);
+	ev_stat_start(dp->loop, &lc->watch);
+	ev_unref(dp->loop);
+}
+
 static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct dualproxy *dp = w->data;
@@ -72,6 +105,9 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 	dp->stopping = true;
 	notify_send("STOPPING=1");
 	listeners_close_all(dp);
+	metrics_close(dp->metrics);
+	dp->metrics = NULL;
+	stop_watch(dp);
 	log_info("SIG%s: draining %lu connections for up to %gs", sigabbrev_np(w->signum),
 		 dp->active, dp->config->drain_timeout);
 	ev_timer_set(&lc->drain, dp->config->drain_timeout, 0.);
@@ -107,34 +143,88 @@ static void warn_restart_only(const struct config *old, const struct config *cfg
 		log_warn("reload: keep_net_bind changed: takes effect after a restart");
 }
 
-static void reload(struct dualproxy *dp)
+/* The configuration from the file, or from the klipper-lb environment. */
+static struct config *load(const struct dualproxy *dp, struct config_error *err)
+{
+	if (dp->config_path == NULL)
+		return envconfig_load(environ, err);
+	return config_load_file(dp->config_path, err);
+}
+
+/* Opens cfg's metrics endpoint if it differs from the running one; *out is
+ * what the daemon should serve after a commit. Returns 0, or -1 on failure. */
+static int metrics_prepare(struct dualproxy *dp, const struct config *cfg,
+			   struct metrics **out)
+{
+	*out = dp->metrics;
+	if (metrics_same(dp->metrics, cfg))
+		return 0;
+	*out = NULL;
+	if (cfg->n_metrics_listen == 0)
+		return 0;
+	*out = metrics_open(dp, cfg);
+	return *out != NULL ? 0 : -1;
+}
+
+static void metrics_commit(struct dualproxy *dp, struct metrics *m)
+{
+	if (m != dp->metrics) {
+		metrics_close(dp->metrics);
+		dp->metrics = m;
+	}
+}
+
+static void reload(struct dualproxy *dp, const char *why)
 {
 	struct config_error err;
 	struct listeners_diff diff;
+	struct metrics *m = NULL;
 	char msg[2 * CONFIG_MSG_MAX];
 
+	log_info("reloading (%s)", why);
 	notify_reloading();
-	struct config *cfg = config_load_file(dp->config_path, &err);
+	struct config *cfg = load(dp, &err);
 	if (cfg == NULL) {
 		log_error("%s", config_error_format(&err, msg, sizeof(msg)));
+	} else if (metrics_prepare(dp, cfg, &m) < 0) {
+		config_unref(cfg);
+		cfg = NULL;
 	} else if (listeners_apply(dp, cfg, &diff) < 0) {
+		if (m != dp->metrics)
+			metrics_close(m);
 		config_unref(cfg);
 		cfg = NULL;
 	}
 	if (cfg == NULL) {
+		dp->stats.reloads_failed++;
 		log_error("reload failed: keeping the running configuration");
 		notify_send("READY=1");
 		return;
 	}
+	metrics_commit(dp, m);
 	warn_restart_only(dp->config, cfg);
 	config_unref(dp->config); /* live relays keep their own reference */
 	dp->config = cfg;
 	log_set_level(cfg->log_level);
 	listeners_update_capacity(dp);
+	update_watch(dp);
+	dp->stats.reloads_ok++;
 	log_info("reload: %u added, %u kept, %u removed", diff.added, diff.kept,
 		 diff.removed);
 	notify_send("READY=1");
 	send_status(dp);
+}
+
+static void on_watch(struct ev_loop *loop, ev_stat *w, int revents)
+{
+	struct dualproxy *dp = w->data;
+	(void)loop;
+	(void)revents;
+	if (w->attr.st_nlink == 0) {
+		log_warn("%s disappeared: keeping the running configuration", dp->config_path);
+		return;
+	}
+	reload(dp, "the file changed");
 }
 
 static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
@@ -146,7 +236,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 		log_info("SIGHUP while stopping: ignored");
 		return;
 	}
-	reload(dp);
+	reload(dp, "SIGHUP");
 }
 
 static void start_watchers(struct dualproxy *dp, struct lifecycle *lc)
@@ -158,8 +248,9 @@ static void start_watchers(struct dualproxy *dp, struct lifecycle *lc)
 	ev_signal_init(&lc->hup, on_hup, SIGHUP);
 	ev_timer_init(&lc->drain, on_drain_timeout, 0., 0.);
 	ev_timer_init(&lc->status, on_status, STATUS_INTERVAL, STATUS_INTERVAL);
+	ev_stat_init(&lc->watch, on_watch, "", WATCH_INTERVAL);
 	lc->term.data = lc->intr.data = lc->hup.data = dp;
-	lc->drain.data = lc->status.data = dp;
+	lc->drain.data = lc->status.data = lc->watch.data = dp;
 	ev_signal_start(loop, &lc->term);
 	ev_signal_start(loop, &lc->intr);
 	ev_signal_start(loop, &lc->hup);
@@ -198,10 +289,12 @@ int lifecycle_start(struct dualproxy *dp, const char *path, struct config *cfg)
 	ev_set_userdata(dp->loop, lc);
 	start_watchers(dp, lc);
 
-	if (listeners_apply(dp, cfg, &diff) < 0)
+	if (listeners_apply(dp, cfg, &diff) < 0 ||
+	    (cfg->n_metrics_listen > 0 && (dp->metrics = metrics_open(dp, cfg)) == NULL))
 		return EX_OSERR;
 	if (privs_drop(cfg) < 0)
 		return EX_OSERR;
+	update_watch(dp);
 	log_info("ready: %zu services, %u listeners, %lu max connections, pipe budget %zu",
 		 cfg->n_services, diff.added, cfg->max_connections, dp->pipes.budget);
 	notify_send("READY=1\nSTATUS=0 connections, listening on %u addresses",
@@ -230,6 +323,7 @@ void lifecycle_cleanup(struct dualproxy *dp)
 		ev_ref(loop);
 		ev_ref(loop);
 		ev_ref(loop);
+		stop_watch(dp);
 		ev_timer_stop(loop, &lc->drain);
 		ev_timer_stop(loop, &lc->status);
 		ev_signal_stop(loop, &lc->term);
@@ -239,8 +333,10 @@ void lifecycle_cleanup(struct dualproxy *dp)
 		ev_set_userdata(loop, NULL);
 	}
 	listeners_close_all(dp);
+	metrics_close(dp->metrics);
 	relay_close_all(dp);
 	pipe_pool_free(&dp->pipes);
+	stats_free(&dp->stats);
 	free(dp->chunk);
 	config_unref(dp->config);
 	if (loop != NULL)

@@ -44,6 +44,7 @@ struct listener *listener_open(struct dualproxy *dp, const struct addr *a,
 	}
 	l->addr = *a;
 	l->service = svc;
+	l->stats = stats_service(&dp->stats, svc->name);
 	l->dp = dp;
 	l->fd = fd;
 	ev_io_init(&l->io, on_accept, fd, EV_READ);
@@ -87,7 +88,7 @@ static void close_list(struct listener *l)
 int listeners_apply(struct dualproxy *dp, struct config *cfg,
 		    struct listeners_diff *diff)
 {
-	struct listener *fresh = NULL;
+	struct listener *fresh = NULL, **fresh_tail = &fresh;
 	char a[ADDR_STRLEN];
 
 	*diff = (struct listeners_diff){ 0, 0, 0 };
@@ -96,6 +97,11 @@ int listeners_apply(struct dualproxy *dp, struct config *cfg,
 
 	/* prepare: bind what is new; on failure undo only that */
 	for (struct service *svc = cfg->services; svc != NULL; svc = svc->next) {
+		if (stats_service(&dp->stats, svc->name) == NULL) {
+			log_error("out of memory");
+			close_list(fresh);
+			return -1;
+		}
 		for (size_t i = 0; i < svc->n_listen; i++) {
 			struct listener *old = find(dp->listeners, &svc->listen[i]);
 			if (old != NULL) {
@@ -110,8 +116,8 @@ int listeners_apply(struct dualproxy *dp, struct config *cfg,
 				close_list(fresh);
 				return -1;
 			}
-			l->next = fresh;
-			fresh = l;
+			*fresh_tail = l;
+			fresh_tail = &l->next;
 		}
 	}
 
@@ -124,6 +130,7 @@ int listeners_apply(struct dualproxy *dp, struct config *cfg,
 				for (size_t i = 0; i < svc->n_listen; i++)
 					if (addr_equal(&svc->listen[i], &l->addr))
 						l->service = svc;
+			l->stats = stats_service(&dp->stats, l->service->name);
 			diff->kept++;
 			link = &l->next;
 			continue;
@@ -133,11 +140,8 @@ int listeners_apply(struct dualproxy *dp, struct config *cfg,
 		listener_close(l);
 		diff->removed++;
 	}
-	while (fresh != NULL) {
-		struct listener *l = fresh;
-		fresh = l->next;
-		l->next = dp->listeners;
-		dp->listeners = l;
+	*link = fresh; /* link points at the end of the kept listeners */
+	for (struct listener *l = fresh; l != NULL; l = l->next) {
 		listener_start(l);
 		diff->added++;
 		log_info("listening on %s (%s)", addr_format(&l->addr, a), l->service->name);
@@ -229,6 +233,6 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 		struct addr client;
 		addr_from_sockaddr(&client, (struct sockaddr *)&ss, len);
 		dp->accepted++;
-		relay_start(dp, l->service, fd, &client);
+		relay_start(dp, l, fd, &client);
 	}
 }

@@ -7,6 +7,7 @@
 
 #include "addr.h"
 #include "config.h"
+#include "stats.h"
 
 struct dualproxy;
 
@@ -14,6 +15,7 @@ struct listener {
 	/* configuration */
 	struct addr addr;
 	struct service *service;  /* in dp->config; updated by a reload */
+	struct service_stats *stats; /* counters of service->name, owned by dp->stats */
 	/* runtime */
 	struct dualproxy *dp;
 	int fd;                   /* owned */

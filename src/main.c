@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sysexits.h>
+#include <unistd.h>
 
 #include "dualproxy.h"
+#include "envconfig.h"
 #include "lifecycle.h"
 #include "log.h"
 
@@ -20,7 +22,8 @@ static void usage(FILE *out)
 		"usage: dualproxy [-c FILE] [-t] [-V] [-h]\n"
 		"Serve every configured port on IPv4 and IPv6 and relay each\n"
 		"connection to the backend of its own address family.\n\n"
-		"  -c FILE  configuration file (default: %s)\n"
+		"  -c FILE  configuration file (default: %s;\n"
+		"           without -c and with SRC_PORT set, klipper-lb's variables)\n"
 		"  -t       check the configuration and exit\n"
 		"  -V       print the version and exit\n"
 		"  -h       print this help and exit\n",
@@ -29,7 +32,7 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-	const char *path = DEFAULT_CONFIG;
+	const char *path = NULL;
 	int test_only = 0, opt;
 
 	while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
@@ -57,15 +60,19 @@ int main(int argc, char **argv)
 		return EX_USAGE;
 	}
 
+	/* no -c and klipper-lb's SRC_PORT set: configured by the environment */
+	if (path == NULL && !envconfig_wanted(environ))
+		path = DEFAULT_CONFIG;
 	struct config_error err;
-	struct config *cfg = config_load_file(path, &err);
+	struct config *cfg = path != NULL ? config_load_file(path, &err)
+					  : envconfig_load(environ, &err);
 	if (cfg == NULL) {
 		char msg[2 * CONFIG_MSG_MAX];
 		fprintf(stderr, "%s\n", config_error_format(&err, msg, sizeof(msg)));
 		return EX_CONFIG;
 	}
 	if (test_only) {
-		fprintf(stderr, "%s: configuration ok\n", path);
+		fprintf(stderr, "%s: configuration ok\n", path != NULL ? path : ENVCONFIG_NAME);
 		config_unref(cfg);
 		return EX_OK;
 	}

@@ -14,6 +14,7 @@
 #include "dualproxy.h"
 #include "listener.h"
 #include "log.h"
+#include "proxyproto.h"
 #include "relay.h"
 
 #define PIPE_CAPACITY (64 * 1024) /* Linux default pipe size */
@@ -45,7 +46,9 @@ struct flow {
 	size_t off, len;    /* unwritten bytes are buf[off..len) */
 	int pipe[2];        /* splice mode when pipe[0] >= 0 */
 	size_t in_pipe;     /* bytes waiting in the pipe */
-	uint64_t bytes;     /* bytes written to `to` */
+	uint64_t bytes;     /* payload bytes written to `to` */
+	uint64_t *counter;  /* the service's bytes_total of this direction */
+	size_t uncounted;   /* leading bytes of buf that are not payload (PROXY header) */
 	bool eof;           /* `from` sent FIN */
 	bool shut;          /* FIN passed on to `to` */
 };
@@ -55,6 +58,7 @@ struct relay {
 	struct dualproxy *dp;
 	struct config *cfg;          /* reference that keeps svc alive */
 	const struct service *svc;
+	struct service_stats *stats;
 	struct addr client_addr;
 	const struct addr *backend_addr; /* inside svc */
 	/* runtime */
@@ -95,6 +99,8 @@ static enum io_result io_failed(struct relay *r, struct end *e, int err)
 	if (err == ECONNRESET || err == EPIPE || err == ETIMEDOUT ||
 	    err == EHOSTUNREACH || err == ENETUNREACH) {
 		r->reason = reset_reason(r, e);
+		if (e == &r->backend)
+			r->stats->backend_errors[BACKEND_RESET]++;
 	} else {
 		char a[ADDR_STRLEN];
 		log_warn("[%s] client %s: %s", r->svc->name,
@@ -126,7 +132,14 @@ static enum io_result flush(struct relay *r, struct flow *f)
 				return IO_AGAIN;
 			return io_failed(r, f->to, errno);
 		}
-		f->bytes += (size_t)n;
+		size_t payload = (size_t)n;
+		if (f->uncounted > 0) {
+			size_t skip = f->uncounted < payload ? f->uncounted : payload;
+			f->uncounted -= skip;
+			payload -= skip;
+		}
+		f->bytes += payload;
+		*f->counter += payload;
 		if (f->pipe[0] >= 0) {
 			f->in_pipe -= (size_t)n;
 		} else {
@@ -183,6 +196,7 @@ static enum io_result fill_buffered(struct relay *r, struct flow *f)
 		sent = 0;
 	}
 	f->bytes += (size_t)sent;
+	*f->counter += (size_t)sent;
 	if (sent < n)
 		return keep_tail(r, f, chunk + sent, (size_t)(n - sent));
 	/* a full chunk means bulk: move further data through a pipe if one is free */
@@ -305,6 +319,7 @@ static void relay_finish(struct relay *r)
 	if (r->next != NULL)
 		r->next->prev = r->prev;
 	dp->active--;
+	r->stats->active--;
 	config_unref(r->cfg);
 	free(r);
 	listeners_update_capacity(dp);
@@ -313,14 +328,38 @@ static void relay_finish(struct relay *r)
 static void connect_failed(struct relay *r, int err)
 {
 	char c[ADDR_STRLEN], b[ADDR_STRLEN];
+	enum backend_error kind = backend_error_kind(err);
 
 	r->dp->backend_errors++;
-	r->reason = backend_error_reason(err);
+	r->stats->backend_errors[kind]++;
+	r->reason = backend_error_reason(kind);
 	r->rst_client = true; /* the client learns at once, it does not hang */
 	log_warn("[%s] client %s: backend %s: %s", r->svc->name,
 		 addr_format(&r->client_addr, c), addr_format(r->backend_addr, b),
 		 strerror(err));
 	relay_finish(r);
+}
+
+/* Queues the PROXY header as the first bytes to the backend. */
+static int queue_proxy_header(struct relay *r)
+{
+	unsigned char hdr[PROXY_HEADER_MAX];
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	struct addr local;
+
+	if (getsockname(r->client.fd, (struct sockaddr *)&ss, &len) < 0) {
+		r->reason = "error";
+		r->rst_client = r->rst_backend = true;
+		return -1;
+	}
+	addr_from_sockaddr(&local, (struct sockaddr *)&ss, len);
+	size_t n = proxy_header(r->svc->proxy_protocol, &r->client_addr, &local, hdr,
+				sizeof(hdr));
+	if (keep_tail(r, &r->up, (const char *)hdr, n) == IO_ERROR)
+		return -1;
+	r->up.uncounted = n;
+	return 0;
 }
 
 static void connected(struct relay *r)
@@ -332,6 +371,10 @@ static void connected(struct relay *r)
 	ev_timer_stop(loop, &r->timer);
 	ev_timer_set(&r->timer, r->svc->idle_timeout, 0.);
 	ev_timer_start(loop, &r->timer);
+	if (r->svc->proxy_protocol != PROXY_OFF && queue_proxy_header(r) < 0) {
+		relay_finish(r);
+		return;
+	}
 	/* the client has usually spoken already: forward it without a wake-up */
 	if (pump(r, &r->up) == IO_ERROR) {
 		relay_finish(r);
@@ -348,17 +391,35 @@ static void init_end(struct relay *r, struct end *e, int fd)
 	e->io.data = r;
 }
 
-static void init_flow(struct flow *f, struct end *from, struct end *to)
+static void init_flow(struct flow *f, struct end *from, struct end *to, uint64_t *counter)
 {
 	f->from = from;
 	f->to = to;
+	f->counter = counter;
 	f->pipe[0] = f->pipe[1] = -1;
 }
 
-void relay_start(struct dualproxy *dp, const struct service *svc, int client_fd,
+/* Closes a client that the allowlist does not contain. */
+static void deny(const struct listener *l, int fd, const struct addr *client)
+{
+	char c[ADDR_STRLEN];
+	l->stats->denied++;
+	log_debug("denied service=%s client=%s", l->service->name,
+		  addr_format(client, c));
+	set_linger_zero(fd);
+	close(fd);
+}
+
+void relay_start(struct dualproxy *dp, const struct listener *l, int client_fd,
 		 const struct addr *client)
 {
+	const struct service *svc = l->service;
 	int one = 1;
+
+	if (svc->allow.n > 0 && !cidr_list_match(&svc->allow, client)) {
+		deny(l, client_fd, client);
+		return;
+	}
 	struct relay *r = calloc(1, sizeof(*r));
 	if (r == NULL) {
 		log_warn("[%s] out of memory for a new connection", svc->name);
@@ -370,6 +431,7 @@ void relay_start(struct dualproxy *dp, const struct service *svc, int client_fd,
 	r->dp = dp;
 	r->cfg = config_ref(dp->config);
 	r->svc = svc;
+	r->stats = l->stats;
 	r->client_addr = *client;
 	r->backend_addr = service_backend(svc, addr_family(client));
 	r->state = RELAY_CONNECTING;
@@ -377,8 +439,8 @@ void relay_start(struct dualproxy *dp, const struct service *svc, int client_fd,
 	r->reason = "closed";
 	init_end(r, &r->client, client_fd);
 	init_end(r, &r->backend, -1);
-	init_flow(&r->up, &r->client, &r->backend);
-	init_flow(&r->down, &r->backend, &r->client);
+	init_flow(&r->up, &r->client, &r->backend, &r->stats->bytes_up);
+	init_flow(&r->down, &r->backend, &r->client, &r->stats->bytes_down);
 	ev_timer_init(&r->timer, on_timer, svc->connect_timeout, 0.);
 	r->timer.data = r;
 
@@ -387,6 +449,8 @@ void relay_start(struct dualproxy *dp, const struct service *svc, int client_fd,
 		dp->relays->prev = r;
 	dp->relays = r;
 	dp->active++;
+	r->stats->active++;
+	r->stats->connections[addr_family(client) == AF_INET6 ? STATS_IPV6 : STATS_IPV4]++;
 	listeners_update_capacity(dp);
 
 	int in_progress = 0;

@@ -6,12 +6,15 @@
 #include "config.h"
 
 struct dualproxy;
+struct listener;
 
-/* Starts relaying an accepted client: connects to the service's backend of
- * the client's family and pumps data both ways until both sides are done.
- * Takes ownership of client_fd; the relay frees itself when it ends. Holds a
- * reference to dp->config (which must contain svc) for as long as it lives. */
-void relay_start(struct dualproxy *dp, const struct service *svc, int client_fd,
+/* Starts relaying a client accepted on l: closes it at once if the service's
+ * allowlist does not contain it, else connects to the service's backend of
+ * the client's family (sending a PROXY header first if configured) and pumps
+ * data both ways until both sides are done. Takes ownership of client_fd;
+ * the relay frees itself when it ends. Holds a reference to dp->config
+ * (which contains l->service) for as long as it lives. */
+void relay_start(struct dualproxy *dp, const struct listener *l, int client_fd,
 		 const struct addr *client);
 
 /* Ends every live relay at once (end=shutdown). */

@@ -1,0 +1,98 @@
+/* cidr.c: client allowlists of IPv4 and IPv6 prefixes */
+#include "autoconfig.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cidr.h"
+
+int cidr_parse(const char *s, struct cidr *out, const char **err)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *slash = strchr(s, '/');
+	size_t hlen = slash != NULL ? (size_t)(slash - s) : strlen(s);
+
+	memset(out, 0, sizeof(*out));
+	if (hlen == 0 || hlen >= sizeof(host)) {
+		*err = "bad address";
+		return -1;
+	}
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	if (inet_pton(AF_INET, host, out->addr) == 1) {
+		out->family = AF_INET;
+	} else if (inet_pton(AF_INET6, host, out->addr) == 1) {
+		out->family = AF_INET6;
+	} else {
+		*err = "bad address";
+		return -1;
+	}
+	unsigned max = out->family == AF_INET ? 32 : 128;
+	out->prefix = max;
+	if (slash != NULL) {
+		const char *p = slash + 1;
+		size_t digits = strspn(p, "0123456789");
+		if (digits == 0 || digits > 3 || p[digits] != '\0' ||
+		    (unsigned)atoi(p) > max) {
+			*err = out->family == AF_INET ? "bad prefix length (0-32)" :
+							"bad prefix length (0-128)";
+			return -1;
+		}
+		out->prefix = (unsigned)atoi(p);
+	}
+	for (unsigned bit = out->prefix; bit < max; bit++) {
+		if (out->addr[bit / 8] & (0x80u >> (bit % 8))) {
+			*err = "host bits set after the prefix";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int cidr_list_add(struct cidr_list *list, const struct cidr *c, const char **err)
+{
+	if (list->n >= CIDR_MAX) {
+		*err = "too many prefixes (at most 64)";
+		return -1;
+	}
+	list->items[list->n++] = *c;
+	return 0;
+}
+
+static bool prefix_match(const unsigned char *a, const unsigned char *net, unsigned prefix)
+{
+	unsigned bytes = prefix / 8, rest = prefix % 8;
+	if (memcmp(a, net, bytes) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	unsigned char mask = (unsigned char)(0xffu << (8 - rest));
+	return (a[bytes] & mask) == net[bytes];
+}
+
+bool cidr_list_match(const struct cidr_list *list, const struct addr *a)
+{
+	const unsigned char *bytes;
+	int family = addr_family(a);
+
+	if (family == AF_INET)
+		bytes = (const unsigned char *)&a->u.in.sin_addr;
+	else if (family == AF_INET6)
+		bytes = a->u.in6.sin6_addr.s6_addr;
+	else
+		return false;
+	for (size_t i = 0; i < list->n; i++)
+		if (list->items[i].family == family &&
+		    prefix_match(bytes, list->items[i].addr, list->items[i].prefix))
+			return true;
+	return false;
+}
+
+bool cidr_list_has_family(const struct cidr_list *list, int family)
+{
+	for (size_t i = 0; i < list->n; i++)
+		if (list->items[i].family == family)
+			return true;
+	return false;
+}
