@@ -16,11 +16,11 @@
 #include "notify.h"
 #include "privs.h"
 #include "relay.h"
+#include "watch.h"
 
 #define PIPE_FD_SHARE 4      /* pipes may use at most 1/PIPE_FD_SHARE of the fds */
 #define PIPE_CACHE 64        /* empty pipes kept for reuse */
 #define STATUS_INTERVAL 2.0  /* seconds between STATUS= updates to systemd */
-#define WATCH_INTERVAL 1.0   /* seconds between stat() checks of the config file */
 
 extern char **environ;
 
@@ -30,7 +30,7 @@ struct lifecycle {
 	ev_signal term, intr, hup;
 	ev_timer drain;         /* SIGTERM: the deadline for live connections */
 	ev_timer status;        /* STATUS= updates while NOTIFY_SOCKET is set */
-	ev_stat watch;          /* watch_config: the config file's attributes */
+	struct config_watch watch; /* watch_config */
 	unsigned long last_status;
 };
 
@@ -62,31 +62,14 @@ static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	relay_close_all(dp);
 }
 
-static void stop_watch(struct dualproxy *dp)
-{
-	struct lifecycle *lc = lc_of(dp);
-	if (ev_is_active(&lc->watch)) {
-		ev_ref(dp->loop);
-		ev_stat_stop(dp->loop, &lc->watch);
-	}
-}
-
-static void on_watch(struct ev_loop *loop, ev_stat *w, int revents);
-
 /* Watches the config file when watch_config says so (not the environment). */
 static void update_watch(struct dualproxy *dp)
 {
 	struct lifecycle *lc = lc_of(dp);
-	bool want = dp->config->watch_config && dp->config_path != NULL;
-	if (want == ev_is_active(&lc->watch))
-		return;
-	if (!want) {
-		stop_watch(dp);
-		return;
-	}
-	ev_stat_set(&lc->watch, dp->config_path, WATCH_INTERVAL);
-	ev_stat_start(dp->loop, &lc->watch);
-	ev_unref(dp->loop);
+	if (dp->config->watch_config && dp->config_path != NULL)
+		watch_start(&lc->watch, dp->config_path);
+	else
+		watch_stop(&lc->watch);
 }
 
 static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
@@ -107,7 +90,7 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 	listeners_close_all(dp);
 	metrics_close(dp->metrics);
 	dp->metrics = NULL;
-	stop_watch(dp);
+	watch_stop(&lc->watch);
 	log_info("SIG%s: draining %lu connections for up to %gs", sigabbrev_np(w->signum),
 		 dp->active, dp->config->drain_timeout);
 	ev_timer_set(&lc->drain, dp->config->drain_timeout, 0.);
@@ -184,6 +167,7 @@ static void reload(struct dualproxy *dp, const char *why)
 	log_info("reloading (%s)", why);
 	notify_reloading();
 	struct config *cfg = load(dp, &err);
+	watch_loaded(&lc_of(dp)->watch); /* a broken file is not retried until it changes */
 	if (cfg == NULL) {
 		log_error("%s", config_error_format(&err, msg, sizeof(msg)));
 	} else if (metrics_prepare(dp, cfg, &m) < 0) {
@@ -215,15 +199,9 @@ static void reload(struct dualproxy *dp, const char *why)
 	send_status(dp);
 }
 
-static void on_watch(struct ev_loop *loop, ev_stat *w, int revents)
+static void on_file_changed(void *ctx)
 {
-	struct dualproxy *dp = w->data;
-	(void)loop;
-	(void)revents;
-	if (w->attr.st_nlink == 0) {
-		log_warn("%s disappeared: keeping the running configuration", dp->config_path);
-		return;
-	}
+	struct dualproxy *dp = ctx;
 	reload(dp, "the file changed");
 }
 
@@ -248,9 +226,9 @@ static void start_watchers(struct dualproxy *dp, struct lifecycle *lc)
 	ev_signal_init(&lc->hup, on_hup, SIGHUP);
 	ev_timer_init(&lc->drain, on_drain_timeout, 0., 0.);
 	ev_timer_init(&lc->status, on_status, STATUS_INTERVAL, STATUS_INTERVAL);
-	ev_stat_init(&lc->watch, on_watch, "", WATCH_INTERVAL);
+	watch_init(&lc->watch, loop, on_file_changed, dp);
 	lc->term.data = lc->intr.data = lc->hup.data = dp;
-	lc->drain.data = lc->status.data = lc->watch.data = dp;
+	lc->drain.data = lc->status.data = dp;
 	ev_signal_start(loop, &lc->term);
 	ev_signal_start(loop, &lc->intr);
 	ev_signal_start(loop, &lc->hup);
@@ -323,7 +301,7 @@ void lifecycle_cleanup(struct dualproxy *dp)
 		ev_ref(loop);
 		ev_ref(loop);
 		ev_ref(loop);
-		stop_watch(dp);
+		watch_stop(&lc->watch);
 		ev_timer_stop(loop, &lc->drain);
 		ev_timer_stop(loop, &lc->status);
 		ev_signal_stop(loop, &lc->term);
