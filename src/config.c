@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "parse.h"
@@ -83,6 +85,19 @@ static int g_max_connections(struct parse_state *st, const char *key, const char
 	if (parse_uint(value, 1, MAX_CONNECTIONS_LIMIT, &st->cfg->max_connections, &why) < 0) {
 		fail(st, st->line, "%s: %s (1-%lu): '%s'", key, why,
 		     MAX_CONNECTIONS_LIMIT, value);
+		return -1;
+	}
+	return 0;
+}
+
+static int g_max_connections_per_source(struct parse_state *st, const char *key,
+					const char *value)
+{
+	const char *why;
+	if (parse_uint(value, 0, MAX_CONNECTIONS_LIMIT, &st->cfg->max_connections_per_source,
+		       &why) < 0) {
+		fail(st, st->line, "%s: %s (0-%lu): '%s'", key, why, MAX_CONNECTIONS_LIMIT,
+		     value);
 		return -1;
 	}
 	return 0;
@@ -195,6 +210,12 @@ static int listen_item(struct parse_state *st, const char *key, const char *item
 		fail(st, st->line, "%s: %s: '%s'", key, why, item);
 		return -1;
 	}
+	const struct addr *a = &svc->listen[svc->n_listen];
+	if (addr_family(a) == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a->u.in6.sin6_addr)) {
+		fail(st, st->line, "%s: IPv4-mapped address: write it as IPv4: '%s'", key,
+		     item);
+		return -1;
+	}
 	for (int i = 0; i < n; i++)
 		svc->listen_line[svc->n_listen++] = st->line;
 	return 0;
@@ -276,6 +297,7 @@ static const struct key global_keys[] = {
 	{ "keep_net_bind", false, g_keep_net_bind },
 	{ "drain_timeout", false, g_drain_timeout },
 	{ "max_connections", false, g_max_connections },
+	{ "max_connections_per_source", false, g_max_connections_per_source },
 	{ "connect_timeout", false, g_connect_timeout },
 	{ "idle_timeout", false, g_idle_timeout },
 	{ "log_level", false, g_log_level },
@@ -347,7 +369,7 @@ static void begin_section(struct parse_state *st, const char *name)
 		fail(st, st->line, "out of memory");
 		return;
 	}
-	snprintf(svc->name, sizeof(svc->name), "%s", name);
+	memcpy(svc->name, name, strlen(name) + 1); /* valid_name: it fits */
 	svc->line = st->line;
 	svc->connect_timeout = -1; /* resolved from [global] after parsing */
 	svc->idle_timeout = -1;
@@ -619,6 +641,20 @@ struct config *config_load_string(const char *name, const char *text,
 				  struct config_error *err)
 {
 	return load(name, (struct source){ .text = text }, err);
+}
+
+void config_check_owner(const char *path)
+{
+	struct stat st;
+	if (geteuid() != 0 || stat(path, &st) < 0)
+		return;
+	if (st.st_uid != 0)
+		log_warn("%s is owned by uid %u, not root: that user controls what "
+			 "dualproxy binds and where it connects", path, (unsigned)st.st_uid);
+	else if (st.st_mode & (S_IWGRP | S_IWOTH))
+		log_warn("%s is writable by %s: others control what dualproxy binds "
+			 "and where it connects", path,
+			 st.st_mode & S_IWOTH ? "everyone" : "its group");
 }
 
 char *config_error_format(const struct config_error *err, char *buf, size_t n)

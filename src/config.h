@@ -48,6 +48,7 @@ struct config {
 	unsigned user_line;      /* line of `user`, 0 when the default applies */
 	bool keep_net_bind;      /* keep CAP_NET_BIND_SERVICE after the drop */
 	unsigned long max_connections;
+	unsigned long max_connections_per_source; /* 0: unlimited */
 	double connect_timeout;
 	double idle_timeout;
 	double drain_timeout;    /* SIGTERM: how long live connections may finish */
@@ -73,6 +74,10 @@ struct config *config_load_file(const char *path, struct config_error *err);
 /* The same from text in memory; name is used in messages. */
 struct config *config_load_string(const char *name, const char *text,
 				  struct config_error *err);
+
+/* Warns when a file that a root process reads could be changed by another
+ * user: not owned by root, or writable by group or others. */
+void config_check_owner(const char *path);
 
 /* Writes "file:line: msg" to a buffer of n bytes; returns buf. */
 char *config_error_format(const struct config_error *err, char *buf, size_t n);

@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "pipepool.h"
+#include "sources.h"
 #include "stats.h"
 
 struct listener;
@@ -30,6 +31,7 @@ struct dualproxy {
 	bool full;                  /* accepting paused at max_connections */
 	bool stopping;              /* SIGTERM seen: no new connections */
 	struct pipe_pool pipes;     /* splice pipes, reused across relays */
+	struct source_table sources; /* live connections per client address */
 	char *chunk;                /* RELAY_CHUNK bytes shared by all relays */
 
 	struct metrics *metrics;    /* the /metrics endpoint, or NULL */

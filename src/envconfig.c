@@ -123,6 +123,7 @@ struct text {
 	size_t len;
 	bool overflow;
 	bool v4, v6; /* SRC_RANGES named a prefix of this family */
+	size_t ranges; /* prefixes written */
 };
 
 static void appendf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -146,6 +147,10 @@ static int range_item(const char *var, const char *item, void *ctx, struct confi
 	const char *why;
 	if (cidr_parse(item, &c, &why) < 0) {
 		fail(err, "%s: %s: '%s'", var, why, item);
+		return -1;
+	}
+	if (++t->ranges > CIDR_MAX) {
+		fail(err, "%s: too many ranges (at most %d)", var, CIDR_MAX);
 		return -1;
 	}
 	appendf(t, "allow = %s\n", item);
@@ -199,6 +204,9 @@ struct config *envconfig_load(char *const *envp, struct config_error *err)
 		if (each_item("SRC_RANGES", src_ranges, err, range_item, &t) < 0)
 			return NULL;
 		/* klipper-lb filtered only the families its ranges named */
+		if (t.ranges + !t.v4 + !t.v6 > CIDR_MAX)
+			return fail(err, "SRC_RANGES: too many ranges (at most %d with a "
+				    "prefix of each family)", CIDR_MAX);
 		if (!t.v4)
 			appendf(&t, "allow = 0.0.0.0/0\n");
 		if (!t.v6)

@@ -131,6 +131,7 @@ static struct config *load(const struct dualproxy *dp, struct config_error *err)
 {
 	if (dp->config_path == NULL)
 		return envconfig_load(environ, err);
+	config_check_owner(dp->config_path);
 	return config_load_file(dp->config_path, err);
 }
 
@@ -248,6 +249,8 @@ int lifecycle_start(struct dualproxy *dp, const char *path, struct config *cfg)
 	memset(dp, 0, sizeof(*dp));
 	dp->config_path = path;
 	dp->config = cfg;
+	if (path != NULL)
+		config_check_owner(path);
 	signal(SIGPIPE, SIG_IGN);
 
 	dp->loop = ev_default_loop(EVBACKEND_EPOLL | EVFLAG_NOENV);
@@ -315,6 +318,7 @@ void lifecycle_cleanup(struct dualproxy *dp)
 	relay_close_all(dp);
 	pipe_pool_free(&dp->pipes);
 	stats_free(&dp->stats);
+	sources_free(&dp->sources);
 	free(dp->chunk);
 	config_unref(dp->config);
 	if (loop != NULL)

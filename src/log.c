@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -57,10 +59,23 @@ bool log_enabled(enum log_level level)
 	return level <= logger.level;
 }
 
+/* True when stderr is the stream systemd named in JOURNAL_STREAM ("dev:ino"). */
+static int stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2 ||
+	    fstat(STDERR_FILENO, &st) < 0)
+		return 0;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 static void write_line(enum log_level level, const char *msg)
 {
 	if (logger.journal < 0)
-		logger.journal = getenv("JOURNAL_STREAM") != NULL;
+		logger.journal = stderr_is_journal();
 	if (logger.journal) {
 		fprintf(stderr, "<%d>%s\n", level_priority[level], msg);
 		return;

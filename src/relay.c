@@ -70,6 +70,7 @@ struct relay {
 	ev_tstamp started, last_active;
 	const char *reason;          /* why it ended, for the log */
 	bool rst_client, rst_backend; /* close that side with RST */
+	bool source_counted;         /* holds a count in dp->sources */
 	struct relay *prev, *next;   /* in dp->relays */
 };
 
@@ -320,6 +321,8 @@ static void relay_finish(struct relay *r)
 		r->next->prev = r->prev;
 	dp->active--;
 	r->stats->active--;
+	if (r->source_counted)
+		sources_release(&dp->sources, &r->client_addr);
 	config_unref(r->cfg);
 	free(r);
 	listeners_update_capacity(dp);
@@ -399,13 +402,12 @@ static void init_flow(struct flow *f, struct end *from, struct end *to, uint64_t
 	f->pipe[0] = f->pipe[1] = -1;
 }
 
-/* Closes a client that the allowlist does not contain. */
-static void deny(const struct listener *l, int fd, const struct addr *client)
+/* Closes a client before anything reaches a backend; why is logged. */
+static void refuse(const struct listener *l, int fd, const struct addr *client,
+		   const char *why)
 {
 	char c[ADDR_STRLEN];
-	l->stats->denied++;
-	log_debug("denied service=%s client=%s", l->service->name,
-		  addr_format(client, c));
+	log_debug("%s service=%s client=%s", why, l->service->name, addr_format(client, c));
 	set_linger_zero(fd);
 	close(fd);
 }
@@ -416,17 +418,28 @@ void relay_start(struct dualproxy *dp, const struct listener *l, int client_fd,
 	const struct service *svc = l->service;
 	int one = 1;
 
+	unsigned long per_source = dp->config->max_connections_per_source;
+
 	if (svc->allow.n > 0 && !cidr_list_match(&svc->allow, client)) {
-		deny(l, client_fd, client);
+		l->stats->denied++;
+		refuse(l, client_fd, client, "denied");
+		return;
+	}
+	if (per_source > 0 && sources_acquire(&dp->sources, client, per_source) < 0) {
+		l->stats->source_limited++;
+		refuse(l, client_fd, client, "source-limited");
 		return;
 	}
 	struct relay *r = calloc(1, sizeof(*r));
 	if (r == NULL) {
 		log_warn("[%s] out of memory for a new connection", svc->name);
+		if (per_source > 0)
+			sources_release(&dp->sources, client);
 		set_linger_zero(client_fd);
 		close(client_fd);
 		return;
 	}
+	r->source_counted = per_source > 0;
 	setsockopt(client_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	r->dp = dp;
 	r->cfg = config_ref(dp->config);

@@ -123,6 +123,11 @@ char *stats_render(const struct stats *st, size_t *len)
 	for (s = st->services; s != NULL; s = s->next)
 		put(&t, "dualproxy_denied_total{service=\"%s\"} %llu\n", s->name,
 		    (unsigned long long)s->denied);
+	header(&t, "dualproxy_source_limited_total", "counter",
+	       "Clients closed because their address had max_connections_per_source open.");
+	for (s = st->services; s != NULL; s = s->next)
+		put(&t, "dualproxy_source_limited_total{service=\"%s\"} %llu\n", s->name,
+		    (unsigned long long)s->source_limited);
 	header(&t, "dualproxy_reloads_total", "counter", "Configuration reloads, by result.");
 	put(&t, "dualproxy_reloads_total{result=\"success\"} %llu\n",
 	    (unsigned long long)st->reloads_ok);

@@ -29,6 +29,7 @@ struct service_stats {
 	uint64_t bytes_down; /* backend to client */
 	uint64_t backend_errors[BACKEND_ERROR_COUNT];
 	uint64_t denied;
+	uint64_t source_limited; /* closed by max_connections_per_source */
 	struct service_stats *next;
 };
 

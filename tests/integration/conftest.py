@@ -34,7 +34,9 @@ import select
 import signal
 import socket
 import struct
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -262,9 +264,13 @@ def run_dualproxy(*args, timeout=None):
 class Proxy:
     """One running dualproxy process with its stderr captured line by line."""
 
-    def __init__(self, config_path, extra_args=()):
+    def __init__(self, config_path, extra_args=(), env=None, wrapper=()):
+        """`env`: the whole environment of the daemon (None: inherit ours).
+        `wrapper`: a command that execs the daemon (e.g. setpriv ...), so
+        that the PID is still dualproxy's."""
         self.config_path = str(config_path)
-        self.args = [require_binary(), "-c", self.config_path, *extra_args]
+        self.args = [*wrapper, require_binary(), "-c", self.config_path, *extra_args]
+        self.env = env
         self.proc = None
         self.lines = []
         self.cond = threading.Condition()
@@ -274,7 +280,8 @@ class Proxy:
 
     def start(self, wait_ready=True):
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     env=self.env)
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
         if wait_ready:
@@ -299,12 +306,13 @@ class Proxy:
         with self.cond:
             return "\n".join(self.lines[-n:])
 
-    def wait_for(self, pattern, timeout=None, predicate=None):
+    def wait_for(self, pattern, timeout=None, predicate=None, since=0):
         """Wait for a stderr line matching regex `pattern` (and `predicate`
-        on the match). Returns the re.Match. Fails on timeout or exit."""
+        on the match), looking at lines from index `since` on (see mark()).
+        Returns the re.Match. Fails on timeout or exit."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + (T(10) if timeout is None else timeout)
-        idx = 0
+        idx = since
         with self.cond:
             while True:
                 while idx < len(self.lines):
@@ -340,6 +348,60 @@ class Proxy:
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def mark(self):
+        """The number of stderr lines so far: pass it as `since` to
+        wait_for()/grep() to look only at what comes after."""
+        with self.cond:
+            return len(self.lines)
+
+    def grep(self, pattern, since=0):
+        """Every stderr line (from index `since` on) matching `pattern`."""
+        rx = re.compile(pattern)
+        with self.cond:
+            return [l for l in self.lines[since:] if rx.search(l)]
+
+    def rewrite(self, config_text):
+        """Replace the config file atomically (a SIGHUP never sees half a
+        file), readable by everyone like the original."""
+        tmp = self.config_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(config_text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.config_path)
+
+    def sighup(self):
+        """SIGHUP (a reload): unlike signal(), the daemon is expected to keep
+        running, so the teardown still checks it."""
+        self.proc.send_signal(signal.SIGHUP)
+
+    def reload(self, config_text=None, timeout=None):
+        """Rewrite the config (if given), SIGHUP, and wait for the outcome.
+        Returns (ok, lines): ok is True with `reload: N added...`, False with
+        `reload failed: ...`; lines are the stderr lines logged meanwhile."""
+        if config_text is not None:
+            self.rewrite(config_text)
+        since = self.mark()
+        self.sighup()
+        m = self.wait_for(r"reload: \d+ added, \d+ kept, \d+ removed|"
+                          r"reload failed: keeping the running configuration",
+                          timeout=timeout, since=since)
+        with self.cond:
+            lines = list(self.lines[since:])
+        return not m.group(0).startswith("reload failed"), lines
+
+    def reload_ok(self, config_text=None, timeout=None):
+        """reload() that must succeed; returns (added, kept, removed)."""
+        ok, lines = self.reload(config_text, timeout)
+        assert ok, "reload failed:\n%s" % "\n".join(lines)
+        counts = [re.search(r"reload: (\d+) added, (\d+) kept, (\d+) removed", l)
+                  for l in lines]
+        m = [c for c in counts if c][0]
+        return tuple(int(x) for x in m.groups())
+
+    def status(self):
+        """/proc/PID/status as a dict of strings."""
+        return proc_status(self.proc.pid)
 
     def signal(self, sig):
         """Send a signal; the test then owns the exit status."""
@@ -386,12 +448,24 @@ def proxy_factory(tmp_path):
     the teardown fail (this catches crashes and sanitizer reports)."""
     started = []
     counter = [0]
+    public = []
 
-    def make(config_text, wait_ready=True, check_exit=True, extra_args=()):
+    def make(config_text, wait_ready=True, check_exit=True, extra_args=(),
+             env=None, wrapper=(), readable=False):
+        """readable=True puts the config in a world-readable directory, so
+        that a daemon that switched to an unprivileged user (the default
+        when started as root) can read it again on SIGHUP."""
         counter[0] += 1
-        path = tmp_path / ("dualproxy-%d.ini" % counter[0])
+        if readable:
+            if not public:
+                public.append(make_public_dir())
+            path = public[0] / ("dualproxy-%d.ini" % counter[0])
+        else:
+            path = tmp_path / ("dualproxy-%d.ini" % counter[0])
         path.write_text(config_text)
-        p = Proxy(path, extra_args)
+        if readable:
+            os.chmod(path, 0o644)
+        p = Proxy(path, extra_args, env=env, wrapper=wrapper)
         started.append((p, check_exit))
         return p.start(wait_ready=wait_ready)
 
@@ -409,6 +483,8 @@ def proxy_factory(tmp_path):
             problems.append("dualproxy ignored SIGTERM for %.0fs and was killed" % T(10))
         elif rc != 0:
             problems.append("dualproxy exited %s on SIGTERM; stderr tail:\n%s" % (rc, p._tail()))
+    for d in public:
+        shutil.rmtree(d, ignore_errors=True)
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 
@@ -664,3 +740,551 @@ def do_xfer(host, port, up_size, down_size, seed, timeout=None):
         s.close()
     return {"client": client, "header_len": len(header), "down_count": count,
             "down_sha": h.hexdigest(), "up_sha": sha256(up)}
+
+
+# --------------------------------------------------------------------------
+# lifecycle: privileges, reload, shutdown (see test_privileges.py,
+# test_reload.py, test_shutdown.py, test_notify.py)
+
+IS_ROOT = os.geteuid() == 0
+
+needs_root = pytest.mark.skipif(
+    not IS_ROOT, reason="needs root: dualproxy switches user and keeps "
+    "capabilities only when started as root (CI runs the suite as root)")
+
+CAP_NET_BIND_SERVICE = 1 << 10  # 0x400
+
+
+def make_public_dir():
+    """A new temp directory everybody may enter and read (mode 0755): a
+    daemon that switched to 'nobody' must still read its config there (and
+    reach a notify socket). The caller removes it."""
+    d = Path(tempfile.mkdtemp(prefix="dualproxy-it-"))
+    os.chmod(d, 0o755)
+    return d
+
+
+@pytest.fixture
+def public_tmp():
+    """A world-accessible temp directory, removed after the test."""
+    d = make_public_dir()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def proc_status(pid):
+    """/proc/PID/status as a dict of strings ('Uid' -> '0\t0\t0\t0')."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+    return out
+
+
+def status_ids(status, key):
+    """The numbers of a Uid/Gid/Groups line as a list of ints."""
+    return [int(x) for x in status[key].split()]
+
+
+def status_caps(status):
+    """The capability masks of a status dict as ints, by name."""
+    return {k: int(status[k], 16)
+            for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+
+
+def listen_sockets(port):
+    """{(local address, inode)} of the LISTEN sockets on TCP `port`, from
+    /proc/net/tcp and tcp6 (inode identifies the socket: a listener kept
+    across a reload keeps its inode)."""
+    found = set()
+    for name, fam in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            with open("/proc/net/" + name) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    local, state, inode = fields[1], fields[3], fields[9]
+                    hexaddr, hexport = local.split(":")
+                    if state != "0A" or int(hexport, 16) != port:
+                        continue
+                    raw = bytes.fromhex(hexaddr)
+                    # /proc prints the address as host-order 32-bit words
+                    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                    found.add((fmt_addr(socket.inet_ntop(fam, raw), port), inode))
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def assert_refused(host, port, what=""):
+    """A connection to host:port must be refused (nobody listens)."""
+    s = socket.socket(family_of(host), socket.SOCK_STREAM)
+    s.settimeout(T(3))
+    try:
+        s.connect((host, port))
+    except ConnectionRefusedError:
+        return
+    finally:
+        s.close()
+    raise AssertionError("%s: connection accepted, expected refused %s"
+                         % (fmt_addr(host, port), what))
+
+
+def unprivileged_port_start():
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1024
+
+
+def low_dual_port(lo=800, hi=1000):
+    """A privileged port (below net.ipv4.ip_unprivileged_port_start,
+    preferably in lo..hi) free on 0.0.0.0 and [::] (V6ONLY). Needs root."""
+    start = unprivileged_port_start()
+    candidates = [p for p in range(lo, hi + 1) if p < start]
+    candidates += [p for p in range(start - 1, 0, -1) if p not in candidates]
+    if not candidates:
+        pytest.fail("net.ipv4.ip_unprivileged_port_start is %d: every port is "
+                    "unprivileged on this host, the test needs the default 1024"
+                    % start, pytrace=False)
+    for port in candidates:
+        s4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s4.bind(("0.0.0.0", port))
+            s6.bind(("::", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s4.close()
+            s6.close()
+    pytest.fail("no privileged port free on both families", pytrace=False)
+
+
+def tagged_echo(host, port, payload, timeout=None):
+    """Through a tagged backend: connect, read the tag line, echo `payload`
+    byte-exact, half-close, expect EOF. Returns the tag ('a4 AF_INET')."""
+    with connect(host, port, timeout=timeout) as s:
+        tag = recv_line(s, timeout=timeout).decode().strip()
+        s.sendall(payload)
+        got = recv_exact(s, len(payload), timeout=timeout)
+        assert got == payload, "%s: echo differs" % fmt_addr(host, port)
+        s.shutdown(socket.SHUT_WR)
+        rest = recv_until_eof(s, timeout=timeout)
+        assert rest == b"", "%s: extra data %r" % (fmt_addr(host, port), rest[:50])
+        return tag
+
+
+def distinct_dual_ports(n):
+    """n different ports, each free on both families."""
+    ports = []
+    while len(ports) < n:
+        p = free_dual_port()
+        if p not in ports:
+            ports.append(p)
+    return ports
+
+
+# --------------------------------------------------------------------------
+# Kubernetes edge: klipper-lb environment, allowlists, PROXY protocol,
+# metrics, watch_config (see test_envmode.py, test_allow.py,
+# test_proxy_protocol.py, test_metrics.py, test_watch.py)
+
+KLIPPER_VARS = ("SRC_PORT", "SRC_RANGES", "DEST_PROTO", "DEST_PORT", "DEST_IPS",
+                "DEST_IP", "DEST_IP6")
+
+
+def klipper_env(**variables):
+    """The environment for dualproxy in klipper-lb mode: ours (PATH, and
+    whatever a DUALPROXY wrapper or a sanitizer needs) without any stray
+    klipper-lb variable, plus exactly `variables` (values as strings; None
+    leaves a variable out)."""
+    env = {k: v for k, v in os.environ.items() if k not in KLIPPER_VARS}
+    for k, v in variables.items():
+        if v is not None:
+            env[k] = str(v)
+    return env
+
+
+def run_dualproxy_env(env, *args, timeout=None):
+    """run_dualproxy() with the whole environment `env` (no -c unless given)."""
+    binary = require_binary()
+    try:
+        return subprocess.run([binary, *args], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, env=env,
+                              timeout=T(10) if timeout is None else timeout)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError("dualproxy %s did not exit within the timeout; stderr: %s"
+                             % (" ".join(args), e.stderr)) from None
+
+
+class EnvProxy(Proxy):
+    """A running dualproxy configured by the environment (no -c)."""
+
+    def __init__(self, env, extra_args=(), wrapper=()):
+        super().__init__("(environment)", extra_args, env=env, wrapper=wrapper)
+        self.config_path = None
+        self.args = [*wrapper, require_binary(), *extra_args]
+
+
+def _stop_checked(started):
+    """Stop every (Proxy, check_exit) by PID like proxy_factory's teardown;
+    returns the list of problems (a crash, a non-zero exit on SIGTERM)."""
+    problems = []
+    for p, check_exit in started:
+        before, rc = p.stop()
+        if not check_exit or p.signalled:
+            continue
+        if before is not None:
+            problems.append("dualproxy died during the test (rc=%s); stderr tail:\n%s"
+                            % (before, p._tail()))
+        elif isinstance(rc, tuple):
+            problems.append("dualproxy ignored SIGTERM for %.0fs and was killed" % T(10))
+        elif rc != 0:
+            problems.append("dualproxy exited %s on SIGTERM; stderr tail:\n%s" % (rc, p._tail()))
+    return problems
+
+
+@pytest.fixture
+def env_proxy_factory():
+    """env_proxy_factory(env, wait_ready=True, check_exit=True) -> EnvProxy:
+    dualproxy started without -c and with the whole environment `env` (see
+    klipper_env()). Stopped and checked at teardown like proxy_factory."""
+    started = []
+
+    def make(env, wait_ready=True, check_exit=True, extra_args=()):
+        p = EnvProxy(env, extra_args)
+        started.append((p, check_exit))
+        return p.start(wait_ready=wait_ready)
+
+    yield make
+    problems = _stop_checked(started)
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def path_proxy_factory():
+    """path_proxy_factory(path, wait_ready=True, check_exit=True) -> Proxy
+    started with -c PATH on a file the test manages itself (e.g. a kubelet
+    ConfigMap symlink). Stopped and checked at teardown like proxy_factory."""
+    started = []
+
+    def make(path, wait_ready=True, check_exit=True, extra_args=()):
+        p = Proxy(path, extra_args)
+        started.append((p, check_exit))
+        return p.start(wait_ready=wait_ready)
+
+    yield make
+    problems = _stop_checked(started)
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+def wait_until(predicate, timeout, interval=0.05, what="condition"):
+    """Poll `predicate()` until it returns a true value (returned), or fail
+    after `timeout` seconds (already scaled by the caller)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("timeout (%.1fs) waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+# --- backends with per-server accounting ------------------------------------
+
+class BackendRecord:
+    """What one such backend server saw: `accepted` connections and, per
+    connection, the bytes received so far (`conns`: a list of bytearrays,
+    appended to as data arrives; `done` counts connections that ended)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.accepted = 0
+        self.conns = []
+        self.done = 0
+        self.peers = []
+
+    def data(self, i):
+        with self.lock:
+            return bytes(self.conns[i])
+
+    def snapshot(self):
+        with self.lock:
+            return self.accepted, [bytes(c) for c in self.conns], self.done
+
+
+def serve_at(backends, host, port, handler, record=None):
+    """Like Backends._serve but on a chosen `port` (0: any), counting accepts
+    in `record` (a BackendRecord, created if None). The server is closed with
+    the `backends` fixture. Returns ((host, port), record)."""
+    record = BackendRecord() if record is None else record
+
+    async def wrapped(reader, writer):
+        backends.accepted += 1
+        with record.lock:
+            record.accepted += 1
+            buf = bytearray()
+            record.conns.append(buf)
+            record.peers.append(writer.get_extra_info("peername"))
+        backends.writers.add(writer)
+        try:
+            await handler(reader, writer, buf, record)
+        except (ConnectionError, BrokenPipeError):
+            pass
+        except Exception as e:  # keep for debugging
+            backends.errors.append(repr(e))
+        finally:
+            with record.lock:
+                record.done += 1
+            backends.writers.discard(writer)
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    async def start():
+        srv = await asyncio.start_server(wrapped, host=host, port=port,
+                                         family=family_of(host), backlog=4096,
+                                         reuse_address=True, limit=1 << 20)
+        backends.servers.append(srv)
+        return srv.sockets[0].getsockname()[:2]
+
+    return tuple(backends._call(start())), record
+
+
+def start_counted_tagged(backends, host, tag, port=0):
+    """A tagged echo backend (see Backends.start_tagged: 'TAG FAMILY\\n',
+    then echo) that counts its connections. Returns ((host, port), record)."""
+    async def handler(reader, writer, buf, record):
+        sock = writer.get_extra_info("socket")
+        fam = "AF_INET6" if sock.family == socket.AF_INET6 else "AF_INET"
+        writer.write(("%s %s\n" % (tag, fam)).encode())
+        await writer.drain()
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            with record.lock:
+                buf += data
+            writer.write(data)
+            await writer.drain()
+    return serve_at(backends, host, port, handler)
+
+
+def start_recorder(backends, host, reply=None, port=0):
+    """A backend that records every byte it receives (record.conns[i]) until
+    the client's EOF, then sends reply(received_bytes) (default: b'got N
+    bytes\\n'), and closes. Returns ((host, port), record)."""
+    if reply is None:
+        def reply(data):
+            return b"got %d bytes\n" % len(data)
+
+    async def handler(reader, writer, buf, record):
+        while True:
+            data = await reader.read(1 << 20)
+            if not data:
+                break
+            with record.lock:
+                buf += data
+        with record.lock:
+            got = bytes(buf)
+        out = reply(got)
+        view = memoryview(out)
+        for off in range(0, len(out), 1 << 16):
+            writer.write(view[off:off + (1 << 16)])
+            await writer.drain()
+        writer.write_eof()
+        await writer.drain()
+    return serve_at(backends, host, port, handler)
+
+
+# --- PROXY protocol (HAProxy spec) ----------------------------------------
+
+PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy_header_v1(src, dst):
+    """The v1 header for client address src=(ip, port) that connected to
+    dst=(ip, port)."""
+    proto = "TCP6" if ":" in src[0] else "TCP4"
+    return ("PROXY %s %s %s %d %d\r\n" % (proto, src[0], dst[0], src[1], dst[1])).encode()
+
+
+def proxy_header_v2(src, dst):
+    """The v2 header (command PROXY, STREAM over INET or INET6)."""
+    fam = family_of(src[0])
+    addrs = (socket.inet_pton(fam, src[0]) + socket.inet_pton(fam, dst[0])
+             + struct.pack("!HH", src[1], dst[1]))
+    return (PROXY_V2_SIGNATURE + bytes([0x21, 0x21 if fam == socket.AF_INET6 else 0x11])
+            + struct.pack("!H", len(addrs)) + addrs)
+
+
+# --- HTTP and Prometheus text ---------------------------------------------
+
+class HttpResponse:
+    def __init__(self, raw):
+        self.raw = raw
+        head, sep, self.body = raw.partition(b"\r\n\r\n")
+        if not sep:
+            raise AssertionError("no end of header in response %r" % raw[:300])
+        lines = head.decode("latin-1").split("\r\n")
+        self.status_line = lines[0]
+        parts = self.status_line.split(" ", 2)
+        if len(parts) < 2 or not re.fullmatch(r"HTTP/1\.[01]", parts[0]) \
+                or not parts[1].isdigit():
+            raise AssertionError("bad status line %r" % self.status_line)
+        self.status = int(parts[1])
+        self.headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+
+    def text(self):
+        return self.body.decode("utf-8")
+
+
+def http_raw(host, port, request, timeout=None):
+    """Send `request` bytes, read to EOF (the server closes: one request per
+    connection). Returns the raw response bytes."""
+    with connect(host, port, timeout=timeout) as s:
+        s.sendall(request)
+        return recv_until_eof(s, timeout=timeout)
+
+
+def http_get(host, port, path="/metrics", method="GET", version="HTTP/1.1",
+             timeout=None):
+    """One request; returns an HttpResponse."""
+    req = ("%s %s %s\r\nHost: %s\r\nUser-Agent: pytest\r\n\r\n"
+           % (method, path, version, fmt_addr(host, port))).encode()
+    return HttpResponse(http_raw(host, port, req, timeout=timeout))
+
+
+_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+class Metrics:
+    """A parsed Prometheus text exposition (version 0.0.4)."""
+
+    def __init__(self, text):
+        self.text = text
+        self.samples = {}  # (name, frozenset(labels.items())) -> float
+        self.help = {}
+        self.type = {}
+        for line in text.splitlines():
+            if not line:
+                continue
+            if line.startswith("# HELP "):
+                name, _, h = line[7:].partition(" ")
+                self.help[name] = h
+                continue
+            if line.startswith("# TYPE "):
+                name, _, t = line[7:].partition(" ")
+                self.type[name] = t
+                continue
+            if line.startswith("#"):
+                continue
+            m = _SAMPLE_RE.match(line)
+            if not m:
+                raise AssertionError("bad metrics line %r" % line)
+            labels = dict(_LABEL_RE.findall(m.group(2) or ""))
+            key = (m.group(1), frozenset(labels.items()))
+            if key in self.samples:
+                raise AssertionError("duplicate series %r" % line)
+            self.samples[key] = float(m.group(3))
+
+    def get(self, name, **labels):
+        """The value of the series, or None if it is not exposed."""
+        return self.samples.get((name, frozenset(labels.items())))
+
+    def value(self, name, **labels):
+        """The value of the series; fails if it is not exposed."""
+        v = self.get(name, **labels)
+        if v is None:
+            raise AssertionError("no series %s%r in:\n%s" % (name, labels, self.text))
+        return v
+
+    def names(self):
+        return {name for name, _ in self.samples}
+
+
+def scrape(host, port, timeout=None):
+    """GET /metrics; checks the status and content type; returns Metrics."""
+    r = http_get(host, port, "/metrics", timeout=timeout)
+    assert r.status == 200, r.status_line
+    ctype = r.headers.get("content-type", "")
+    assert ctype.startswith("text/plain") and "version=0.0.4" in ctype, ctype
+    return Metrics(r.text())
+
+
+def wait_metric(host, port, name, expected, timeout=None, **labels):
+    """Scrape until series name{labels} == expected. Returns the Metrics."""
+    last = [None]
+
+    def check():
+        m = scrape(host, port)
+        last[0] = m.get(name, **labels)
+        return m if last[0] == expected else None
+    try:
+        return wait_until(check, T(5) if timeout is None else timeout,
+                          what="%s%r == %r" % (name, labels, expected))
+    except AssertionError as e:
+        raise AssertionError("%s (last value %r)" % (e, last[0])) from None
+
+
+# --- kubelet ConfigMap volume layout --------------------------------------
+
+class ConfigMapDir:
+    """A directory laid out like a kubelet ConfigMap volume:
+        dir/..2026_01_02_03_04_05.NNNNNNNNN/   the files of one version
+        dir/..data -> ..2026_...               (symlink, swapped atomically)
+        dir/KEY -> ..data/KEY                  (one symlink per key)
+    update() writes a new timestamped directory, points ..data_tmp at it,
+    rename()s ..data_tmp over ..data and removes the old directory, as
+    kubelet's AtomicWriter does. Directories 0755, files 0644 (the daemon
+    reads them as nobody)."""
+
+    def __init__(self, root, files):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)
+        self.serial = 0
+        self.current = None
+        self._write_version(files)
+        os.symlink(self.current, self.root / "..data")
+        for key in files:
+            os.symlink(os.path.join("..data", key), self.root / key)
+
+    def path(self, key):
+        return str(self.root / key)
+
+    def _write_version(self, files):
+        self.serial += 1
+        t = time.gmtime()
+        name = "..%s.%09d" % (time.strftime("%Y_%m_%d_%H_%M_%S", t),
+                              (time.time_ns() % 1000000000) + self.serial)
+        d = self.root / name
+        d.mkdir()
+        for key, text in files.items():
+            (d / key).write_text(text)
+            os.chmod(d / key, 0o644)
+        os.chmod(d, 0o755)
+        self.current = name
+        return name
+
+    def update(self, files):
+        """Atomically swap in a new version holding `files` (same keys)."""
+        old = self.current
+        new = self._write_version(files)
+        tmp = self.root / "..data_tmp"
+        os.symlink(new, tmp)
+        os.rename(tmp, self.root / "..data")
+        shutil.rmtree(self.root / old)
