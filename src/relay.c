@@ -28,6 +28,8 @@ enum relay_state {
 /* Outcome of one read or write attempt. */
 enum io_result {
 	IO_OK,    /* bytes moved */
+	IO_SHORT, /* bytes moved, and the source had fewer than asked: it is most
+		     likely empty now, so waiting beats another read to learn so */
 	IO_AGAIN, /* would block */
 	IO_EOF,   /* the peer sent FIN */
 	IO_ERROR, /* the relay must end; r->reason is set */
@@ -200,9 +202,10 @@ static enum io_result fill_buffered(struct relay *r, struct flow *f)
 	*f->counter += (size_t)sent;
 	if (sent < n)
 		return keep_tail(r, f, chunk + sent, (size_t)(n - sent));
+	if (n < RELAY_CHUNK)
+		return IO_SHORT;
 	/* a full chunk means bulk: move further data through a pipe if one is free */
-	if (n == RELAY_CHUNK)
-		pipe_pool_get(&r->dp->pipes, f->pipe);
+	pipe_pool_get(&r->dp->pipes, f->pipe);
 	return IO_OK;
 }
 
@@ -220,7 +223,15 @@ static enum io_result fill_spliced(struct relay *r, struct flow *f)
 	if (n < 0)
 		return errno == EAGAIN ? IO_AGAIN : io_failed(r, f->from, errno);
 	f->in_pipe += (size_t)n;
-	return IO_OK;
+	return (size_t)n < PIPE_CAPACITY ? IO_SHORT : IO_OK;
+}
+
+/* After a short read into the pipe: write it out now rather than after
+ * another wake-up. */
+static enum io_result flush_result(struct relay *r, struct flow *f)
+{
+	enum io_result res = flush(r, f);
+	return res == IO_AGAIN ? IO_OK : res;
 }
 
 /* Moves what f->from has to f->to until one would block. A side is read only
@@ -238,6 +249,8 @@ static enum io_result pump(struct relay *r, struct flow *f)
 			return IO_OK;
 		else if (res == IO_ERROR)
 			return res;
+		else if (res == IO_SHORT)
+			return pending(f) > 0 ? flush_result(r, f) : IO_OK;
 	}
 	if (f->eof && !f->shut) {
 		/* EOF is passed on only after everything before it */
