@@ -257,7 +257,9 @@ static enum io_result pump(struct relay *r, struct flow *f)
 		enum io_result res = flush(r, f);
 		if (res != IO_OK)
 			return res == IO_AGAIN ? IO_OK : res;
-		if (shutdown(f->to->fd, SHUT_WR) < 0 && errno != ENOTCONN)
+		/* when the other way is over too, the close that follows sends the FIN */
+		struct flow *other = f == &r->up ? &r->down : &r->up;
+		if (!other->shut && shutdown(f->to->fd, SHUT_WR) < 0 && errno != ENOTCONN)
 			return io_failed(r, f->to, errno);
 		f->shut = true;
 	}

@@ -17,12 +17,9 @@ static bool same_file(const struct stat *a, const struct stat *b)
 	       a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
 }
 
-static void on_stat(struct ev_loop *loop, ev_stat *ws, int revents)
+static void check(struct config_watch *w)
 {
-	struct config_watch *w = ws->data;
 	struct stat now;
-	(void)loop;
-	(void)revents;
 
 	if (stat(w->path, &now) < 0) {
 		if (w->loaded.st_ino != 0)
@@ -35,6 +32,20 @@ static void on_stat(struct ev_loop *loop, ev_stat *ws, int revents)
 	w->changed(w->ctx);
 }
 
+static void on_stat(struct ev_loop *loop, ev_stat *ws, int revents)
+{
+	(void)loop;
+	(void)revents;
+	check(ws->data);
+}
+
+static void on_poll(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	(void)loop;
+	(void)revents;
+	check(t->data);
+}
+
 void watch_init(struct config_watch *w, struct ev_loop *loop,
 		void (*changed)(void *ctx), void *ctx)
 {
@@ -44,7 +55,8 @@ void watch_init(struct config_watch *w, struct ev_loop *loop,
 	w->ctx = ctx;
 	ev_stat_init(&w->file, on_stat, w->path, WATCH_INTERVAL);
 	ev_stat_init(&w->parent, on_stat, w->dir, WATCH_INTERVAL);
-	w->file.data = w->parent.data = w;
+	ev_timer_init(&w->poll, on_poll, WATCH_INTERVAL, WATCH_INTERVAL);
+	w->file.data = w->parent.data = w->poll.data = w;
 }
 
 void watch_loaded(struct config_watch *w)
@@ -64,6 +76,8 @@ void watch_start(struct config_watch *w, const char *path)
 	watch_loaded(w);
 	ev_stat_start(w->loop, &w->file);
 	ev_stat_start(w->loop, &w->parent);
+	ev_timer_start(w->loop, &w->poll);
+	ev_unref(w->loop);
 	ev_unref(w->loop);
 	ev_unref(w->loop);
 	log_info("watching %s for changes", w->path);
@@ -80,6 +94,8 @@ void watch_stop(struct config_watch *w)
 		return;
 	ev_ref(w->loop);
 	ev_ref(w->loop);
+	ev_ref(w->loop);
 	ev_stat_stop(w->loop, &w->file);
 	ev_stat_stop(w->loop, &w->parent);
+	ev_timer_stop(w->loop, &w->poll);
 }

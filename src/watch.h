@@ -11,8 +11,10 @@
 
 /* Two libev stat watchers: one on the file (through its symlinks) and one on
  * its directory, where kubelet swaps the `..data` symlink of a mounted
- * ConfigMap without touching the file's own name. Either one only leads to a
- * callback when what the path resolves to has changed since it was loaded. */
+ * ConfigMap without touching the file's own name. libev compares times in
+ * whole seconds, so a timer also checks once per WATCH_INTERVAL for changes
+ * within one second. Each only leads to a callback when what the path
+ * resolves to has changed since it was loaded. */
 struct config_watch {
 	/* configuration */
 	struct ev_loop *loop;
@@ -22,6 +24,7 @@ struct config_watch {
 	char dir[PATH_MAX];
 	/* runtime */
 	ev_stat file, parent;
+	ev_timer poll;
 	struct stat loaded; /* the file as last loaded; st_ino 0 if it was missing */
 };
 
