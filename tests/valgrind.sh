@@ -1,7 +1,9 @@
 #!/bin/sh
 # valgrind.sh: run dualproxy under valgrind memcheck; used as DUALPROXY by
 # `make check-valgrind`. Any memory error or leak makes it exit 99.
+# DUALPROXY_REAL names the binary (default: an in-tree build's).
+real=${DUALPROXY_REAL:-$(dirname "$0")/../src/dualproxy}
 exec valgrind --quiet --tool=memcheck --error-exitcode=99 --leak-check=full \
 	--show-leak-kinds=definite,indirect,possible \
 	--errors-for-leak-kinds=definite,indirect,possible \
-	--track-fds=no "${DUALPROXY_REAL:?}" "$@"
+	"$real" "$@"
