@@ -409,6 +409,16 @@ static bool section_header(const struct parse_state *st, const char *line,
 	return true;
 }
 
+/* inih reads an indented line after a key as more of that key's value. */
+static bool is_continuation(const char *line)
+{
+	if (*line != ' ' && *line != '\t')
+		return false;
+	while (isspace((unsigned char)*line))
+		line++;
+	return *line != '\0' && *line != ';' && *line != '#';
+}
+
 /* ---- inih callbacks ---- */
 
 /* fgets-like reader that counts lines and sees section headers first. */
@@ -446,6 +456,9 @@ static char *reader(char *str, int num, void *stream)
 	char name[INI_MAX_LINE];
 	if (!st->failed && section_header(st, str, name, sizeof(name)))
 		begin_section(st, name);
+	else if (!st->failed && st->has_key && is_continuation(str))
+		fail(st, st->line, "indented line: continuation lines are not supported "
+				   "(write one key = value per line)");
 	return str;
 }
 

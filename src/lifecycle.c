@@ -20,6 +20,8 @@
 
 #define PIPE_FD_SHARE 4      /* pipes may use at most 1/PIPE_FD_SHARE of the fds */
 #define PIPE_CACHE 64        /* empty pipes kept for reuse */
+#define FD_RESERVE 32        /* descriptors kept for listeners, metrics, the loop */
+#define FDS_PER_RELAY 2      /* client and backend sockets */
 #define STATUS_INTERVAL 2.0  /* seconds between STATUS= updates to systemd */
 
 extern char **environ;
@@ -267,6 +269,15 @@ int lifecycle_start(struct dualproxy *dp, const char *path, struct config *cfg)
 		log_error("out of memory");
 		return EX_OSERR;
 	}
+	/* pause accepting before descriptors run out, so clients wait in the
+	 * backlog instead of being accepted and reset */
+	rlim_t reserved = FD_RESERVE + 2 * dp->pipes.budget;
+	dp->fd_capacity = nofile > reserved + FDS_PER_RELAY ?
+		(unsigned long)((nofile - reserved) / FDS_PER_RELAY) : 1;
+	if (dp->fd_capacity < cfg->max_connections)
+		log_info("descriptor limit %llu allows %lu connections, fewer than "
+			 "max_connections (%lu)", (unsigned long long)nofile,
+			 dp->fd_capacity, cfg->max_connections);
 	ev_set_userdata(dp->loop, lc);
 	start_watchers(dp, lc);
 
@@ -277,7 +288,9 @@ int lifecycle_start(struct dualproxy *dp, const char *path, struct config *cfg)
 		return EX_OSERR;
 	update_watch(dp);
 	log_info("ready: %zu services, %u listeners, %lu max connections, pipe budget %zu",
-		 cfg->n_services, diff.added, cfg->max_connections, dp->pipes.budget);
+		 cfg->n_services, diff.added,
+		 cfg->max_connections < dp->fd_capacity ? cfg->max_connections : dp->fd_capacity,
+		 dp->pipes.budget);
 	notify_send("READY=1\nSTATUS=0 connections, listening on %u addresses",
 		    diff.added);
 	return 0;

@@ -157,7 +157,10 @@ void listeners_close_all(struct dualproxy *dp)
 
 void listeners_update_capacity(struct dualproxy *dp)
 {
-	bool full = dp->active >= dp->config->max_connections;
+	unsigned long limit = dp->config->max_connections;
+	if (dp->fd_capacity > 0 && dp->fd_capacity < limit)
+		limit = dp->fd_capacity;
+	bool full = dp->active >= limit;
 	if (full == dp->full)
 		return;
 	dp->full = full;
@@ -168,8 +171,9 @@ void listeners_update_capacity(struct dualproxy *dp)
 			listener_start(l);
 	}
 	if (full)
-		log_warn("max_connections (%lu) reached: accepting paused",
-			 dp->config->max_connections);
+		log_warn("%lu connections (%s) reached: accepting paused", limit,
+			 limit == dp->config->max_connections ? "max_connections"
+							      : "descriptor limit");
 	else
 		log_info("below max_connections again: accepting resumed");
 }

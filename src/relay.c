@@ -1,12 +1,15 @@
 /* relay.c: one client connection and its backend connection, pumped both ways */
 #include "autoconfig.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,10 +22,15 @@
 
 #define PIPE_CAPACITY (64 * 1024) /* Linux default pipe size */
 #define PUMP_ROUNDS 4             /* read/write rounds per wake-up, for fairness */
+#define STALL_CHECK 1.0           /* seconds between checks of a side that is not read */
+#define RESET_LINGER 1.0          /* seconds a reset waits for the survivor's data */
+#define RESET_POLL 0.01           /* seconds between checks of the survivor's send queue */
 
 enum relay_state {
 	RELAY_CONNECTING, /* backend connect in progress; the client is not read */
 	RELAY_OPEN,       /* relaying both ways */
+	RELAY_RESETTING,  /* one side failed; the other gets what was read from it
+			     before the failure, then a reset */
 };
 
 /* Outcome of one read or write attempt. */
@@ -68,8 +76,11 @@ struct relay {
 	struct end client, backend;
 	struct flow up;              /* client to backend */
 	struct flow down;            /* backend to client */
-	ev_timer timer;              /* connect_timeout, then idle_timeout */
+	ev_timer timer;              /* connect_timeout, then idle_timeout (checking
+					stalled sides every STALL_CHECK), then RESET_POLL */
 	ev_tstamp started, last_active;
+	ev_tstamp reset_deadline;    /* RELAY_RESETTING: reset by then at the latest */
+	bool stall_check;            /* the timer is set for a stall check */
 	const char *reason;          /* why it ended, for the log */
 	bool rst_client, rst_backend; /* close that side with RST */
 	bool source_counted;         /* holds a count in dp->sources */
@@ -374,31 +385,121 @@ static int queue_proxy_header(struct relay *r)
 	addr_from_sockaddr(&local, (struct sockaddr *)&ss, len);
 	size_t n = proxy_header(r->svc->proxy_protocol, &r->client_addr, &local, hdr,
 				sizeof(hdr));
+	assert(n > 0); /* hdr is PROXY_HEADER_MAX bytes */
 	if (keep_tail(r, &r->up, (const char *)hdr, n) == IO_ERROR)
 		return -1;
 	r->up.uncounted = n;
 	return 0;
 }
 
+/* Sets the relay's one timer to fire after `after` seconds. */
+static void rearm(struct relay *r, ev_tstamp after)
+{
+	ev_timer_stop(r->dp->loop, &r->timer);
+	ev_timer_set(&r->timer, after, 0.);
+	ev_timer_start(r->dp->loop, &r->timer);
+}
+
+/* Bytes the kernel still holds to send on e (not yet acknowledged). */
+static int unsent(const struct end *e)
+{
+	int n = 0;
+	if (ioctl(e->fd, SIOCOUTQ, &n) < 0)
+		return 0;
+	return n;
+}
+
+/* After an error on one side: if the other side is healthy and still has
+ * data from before the failure to receive, deliver it first (for at most
+ * RESET_LINGER), then reset it; otherwise end now. */
+static void relay_fail(struct relay *r)
+{
+	struct end *survivor = NULL, *dead = NULL;
+	struct flow *toward = NULL;
+
+	if (r->rst_client && !r->rst_backend) {
+		survivor = &r->client;
+		dead = &r->backend;
+		toward = &r->down;
+	} else if (r->rst_backend && !r->rst_client) {
+		survivor = &r->backend;
+		dead = &r->client;
+		toward = &r->up;
+	}
+	if (survivor == NULL || (pending(toward) == 0 && unsent(survivor) == 0)) {
+		relay_finish(r);
+		return;
+	}
+	close_end(r, dead, false);
+	r->state = RELAY_RESETTING;
+	r->reset_deadline = ev_now(r->dp->loop) + RESET_LINGER;
+	set_events(r, survivor, pending(toward) ? EV_WRITE : 0);
+	rearm(r, RESET_POLL);
+}
+
+/* RELAY_RESETTING: writes what is left; resets once it has been received. */
+static void resetting_step(struct relay *r)
+{
+	struct end *survivor = r->rst_client ? &r->client : &r->backend;
+	struct flow *toward = r->rst_client ? &r->down : &r->up;
+
+	if (pending(toward) > 0 && flush(r, toward) == IO_ERROR) {
+		relay_finish(r);
+		return;
+	}
+	if ((pending(toward) == 0 && unsent(survivor) == 0) ||
+	    ev_now(r->dp->loop) >= r->reset_deadline) {
+		relay_finish(r);
+		return;
+	}
+	set_events(r, survivor, pending(toward) ? EV_WRITE : 0);
+	if (!ev_is_active(&r->timer))
+		rearm(r, RESET_POLL);
+}
+
+/* A flow with data waiting does not read its source, so a reset of that
+ * source would go unnoticed until the data moves: the timer checks it. */
+static void watch_stalls(struct relay *r)
+{
+	if (r->stall_check || (pending(&r->up) == 0 && pending(&r->down) == 0))
+		return;
+	r->stall_check = true;
+	ev_tstamp idle_left = r->last_active + r->svc->idle_timeout - ev_now(r->dp->loop);
+	rearm(r, idle_left < STALL_CHECK ? idle_left : STALL_CHECK);
+}
+
+/* Records the pending error of the source of a stalled flow; returns it, or 0. */
+static int stalled_source_error(struct relay *r)
+{
+	struct flow *flows[] = { &r->up, &r->down };
+	for (size_t i = 0; i < sizeof(flows) / sizeof(flows[0]); i++) {
+		if (pending(flows[i]) == 0)
+			continue;
+		int err = backend_connect_result(flows[i]->from->fd); /* SO_ERROR */
+		if (err != 0) {
+			io_failed(r, flows[i]->from, err);
+			return err;
+		}
+	}
+	return 0;
+}
+
 static void connected(struct relay *r)
 {
-	struct ev_loop *loop = r->dp->loop;
-
 	r->state = RELAY_OPEN;
-	r->last_active = ev_now(loop);
-	ev_timer_stop(loop, &r->timer);
-	ev_timer_set(&r->timer, r->svc->idle_timeout, 0.);
-	ev_timer_start(loop, &r->timer);
+	r->last_active = ev_now(r->dp->loop);
+	rearm(r, r->svc->idle_timeout);
 	if (r->svc->proxy_protocol != PROXY_OFF && queue_proxy_header(r) < 0) {
 		relay_finish(r);
 		return;
 	}
 	/* the client has usually spoken already: forward it without a wake-up */
 	if (pump(r, &r->up) == IO_ERROR) {
-		relay_finish(r);
+		relay_fail(r);
 		return;
 	}
 	update_events(r);
+	watch_stalls(r);
 }
 
 static void init_end(struct relay *r, struct end *e, int fd)
@@ -512,16 +613,20 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 			connected(r);
 		return;
 	}
+	if (r->state == RELAY_RESETTING) {
+		resetting_step(r);
+		return;
+	}
 	r->last_active = ev_now(loop);
 	/* writable: flush what waits for this side; readable: read it */
 	if ((revents & EV_WRITE) &&
 	    pump(r, e == &r->client ? &r->down : &r->up) == IO_ERROR) {
-		relay_finish(r);
+		relay_fail(r);
 		return;
 	}
 	if ((revents & EV_READ) &&
 	    pump(r, e == &r->client ? &r->up : &r->down) == IO_ERROR) {
-		relay_finish(r);
+		relay_fail(r);
 		return;
 	}
 	if (r->up.shut && r->down.shut) {
@@ -529,6 +634,7 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	update_events(r);
+	watch_stalls(r);
 }
 
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -536,18 +642,31 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	struct relay *r = w->data;
 	(void)revents;
 
-	if (r->state == RELAY_CONNECTING) {
+	switch (r->state) {
+	case RELAY_CONNECTING:
 		connect_failed(r, ETIMEDOUT);
 		return;
+	case RELAY_RESETTING:
+		resetting_step(r);
+		return;
+	case RELAY_OPEN:
+		break;
+	}
+	if (r->stall_check) {
+		r->stall_check = false;
+		if (stalled_source_error(r) != 0) {
+			relay_fail(r);
+			return;
+		}
 	}
 	ev_tstamp left = r->last_active + r->svc->idle_timeout - ev_now(loop);
-	if (left > 0) {
-		ev_timer_set(w, left, 0.);
-		ev_timer_start(loop, w);
+	if (left <= 0) {
+		r->reason = "idle-timeout";
+		relay_finish(r);
 		return;
 	}
-	r->reason = "idle-timeout";
-	relay_finish(r);
+	rearm(r, left);
+	watch_stalls(r);
 }
 
 void relay_close_all(struct dualproxy *dp)

@@ -1288,3 +1288,220 @@ class ConfigMapDir:
         os.symlink(new, tmp)
         os.rename(tmp, self.root / "..data")
         shutil.rmtree(self.root / old)
+
+
+# --------------------------------------------------------------------------
+# reliability: the daemon's descriptors, memory and CPU time from /proc,
+# and a descriptor limit for it (see test_reliability.py, test_hostile.py,
+# test_backend_faults.py, test_fairness.py)
+
+def raise_nofile(want):
+    """Raise this test process's soft RLIMIT_NOFILE to `want` (at most the
+    hard limit)."""
+    _raise_nofile(want)
+
+
+def nofile_wrapper(limit):
+    """A Proxy/proxy_factory `wrapper` that sets the daemon's RLIMIT_NOFILE
+    to (limit, limit), soft and hard (the daemon raises its soft limit to the
+    hard one at start), then execs it: the PID stays dualproxy's."""
+    import sys
+    code = ("import os, resource, sys; "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (%d, %d)); "
+            "os.execv(sys.argv[1], sys.argv[1:])" % (limit, limit))
+    return (sys.executable, "-c", code)
+
+
+def proc_nofile(pid):
+    """(soft, hard) 'Max open files' of a process, from /proc/PID/limits
+    (None for unlimited)."""
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                fields = line.split()
+                return tuple(None if v == "unlimited" else int(v) for v in fields[3:5])
+    raise AssertionError("no 'Max open files' in /proc/%d/limits" % pid)
+
+
+def proc_fd_kinds(pid):
+    """The descriptors of a process by kind: {'socket': n, 'pipe': n,
+    'anon': n (epoll, eventfd, signalfd, inotify), 'other': n}."""
+    kinds = {"socket": 0, "pipe": 0, "anon": 0, "other": 0}
+    d = "/proc/%d/fd" % pid
+    for name in os.listdir(d):
+        try:
+            target = os.readlink(os.path.join(d, name))
+        except FileNotFoundError:  # closed meanwhile
+            continue
+        if target.startswith("socket:"):
+            kinds["socket"] += 1
+        elif target.startswith("pipe:"):
+            kinds["pipe"] += 1
+        elif target.startswith("anon_inode:"):
+            kinds["anon"] += 1
+        else:
+            kinds["other"] += 1
+    return kinds
+
+
+def proc_fds_but_pipes(pid):
+    """The number of descriptors that are not pipes. dualproxy keeps a pool
+    of empty pipes for splice(2) after bulk transfers (budgeted to a quarter
+    of its descriptor limit), so after traffic its total count legitimately
+    stays above the count at start; everything else must come back."""
+    k = proc_fd_kinds(pid)
+    return k["socket"] + k["anon"] + k["other"]
+
+
+def wait_fds_back(pid, baseline, timeout, what="descriptors back to baseline"):
+    """Wait until proc_fds_but_pipes(pid) == baseline; fail with the counts
+    by kind otherwise."""
+    last = [None]
+
+    def check():
+        last[0] = proc_fd_kinds(pid)
+        return proc_fds_but_pipes(pid) == baseline
+    try:
+        wait_until(check, timeout, interval=0.1, what=what)
+    except AssertionError as e:
+        raise AssertionError("%s: baseline %d non-pipe descriptors, now %r"
+                             % (e, baseline, last[0])) from None
+
+
+def proc_rss_kib(pid):
+    """VmRSS of a process in KiB."""
+    return int(proc_status(pid)["VmRSS"].split()[0])
+
+
+def proc_cpu_seconds(pid):
+    """utime + stime of a process in seconds (/proc/PID/stat fields 14, 15)."""
+    with open("/proc/%d/stat" % pid) as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()  # fields from 3 (state) on
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def abort_socket(sock):
+    """Close with RST (SO_LINGER 0)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+def echo_exact(host, port, payload, timeout=None):
+    """Through an echo backend: send `payload` (from a thread, so that a
+    large one cannot deadlock), half-close, read to EOF; the echo must be
+    byte-exact. Returns the client's local address."""
+    timeout = T(10) if timeout is None else timeout
+    s = connect(host, port, timeout=timeout)
+    addr = local_addr(s)
+    err = []
+
+    def sender():
+        try:
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+        except Exception as e:
+            err.append(e)
+
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    try:
+        got = recv_until_eof(s, timeout=timeout)
+        t.join(timeout)
+        assert not err, "%s: sending failed: %r" % (fmt_addr(host, port), err)
+        assert len(got) == len(payload) and got == payload, \
+            "%s: echo differs: sent %d bytes, got %d" % (fmt_addr(host, port),
+                                                          len(payload), len(got))
+    finally:
+        s.close()
+    return addr
+
+
+@pytest.fixture
+def clients():
+    """A list to append client sockets to; they are closed at teardown.
+    Request it after proxy_factory so that it is torn down first: a test
+    that fails with a connection open then does not leave the daemon
+    draining (waiting for that client) when it is stopped."""
+    socks = []
+    yield socks
+    for s in socks:
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------
+# Kubernetes edge (continued): helpers shared by test_envmode.py,
+# test_allow.py and test_metrics.py
+
+def same_port_tagged(backends, tag4="v4", tag6="v6"):
+    """Counting tagged backends on 127.0.0.1:P and [::1]:P (one DEST_PORT
+    for both families, as klipper-lb has). Returns (P, record4, record6)."""
+    for _ in range(20):
+        port = free_dual_port()
+        try:
+            _, rec4 = start_counted_tagged(backends, V4, tag4, port=port)
+        except OSError:
+            continue
+        try:
+            _, rec6 = start_counted_tagged(backends, V6, tag6, port=port)
+        except OSError:
+            continue  # the v4 server is closed with the fixture
+        return port, rec4, rec6
+    raise RuntimeError("no port free on 127.0.0.1 and ::1")
+
+
+def klipper_ports(backends):
+    """(SRC_PORT, DEST_PORT, record4, record6): counting tagged backends 'v4'
+    / 'v6' on 127.0.0.1:DEST_PORT and [::1]:DEST_PORT, and a different port
+    free on both families for the daemon."""
+    dest, rec4, rec6 = same_port_tagged(backends)
+    src = free_dual_port()
+    while src == dest:
+        src = free_dual_port()
+    return src, dest, rec4, rec6
+
+
+def expect_rst(host, port, timeout=None):
+    """Connect to host:port where dualproxy must close us with RST before any
+    byte (a denied client, a failed backend). On loopback the RST may already
+    fail the connect() itself. Returns our client address ('ip:port')."""
+    s = socket.socket(family_of(host), socket.SOCK_STREAM)
+    try:
+        s.bind((host, 0))
+        client = local_addr(s)
+        s.settimeout(T(5))
+        try:
+            s.connect((host, port))
+        except ConnectionResetError:
+            return client
+        kind, _, data = wait_closed(s, T(3) if timeout is None else timeout)
+        assert data == b"", "%s: received %r before the close" % (client, data[:80])
+        assert kind == "reset", "%s: got %s, expected RST" % (client, kind)
+        return client
+    finally:
+        s.close()
+
+
+def accept_queue(port):
+    """Connections waiting in the accept queues of the LISTEN sockets on TCP
+    `port` (both families): /proc/net/tcp{,6} show a listener's accept
+    backlog as its rx_queue."""
+    waiting = 0
+    for name in ("tcp", "tcp6"):
+        try:
+            with open("/proc/net/" + name) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] != "0A" or int(fields[1].split(":")[1], 16) != port:
+                        continue
+                    waiting += int(fields[4].split(":")[1], 16)
+        except FileNotFoundError:
+            pass
+    return waiting

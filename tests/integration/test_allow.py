@@ -11,37 +11,19 @@ at debug as `denied service=NAME client=ADDR`.
 SRC_RANGES follows klipper-lb: a family with no range in the list is allowed
 entirely (klipper-lb only filtered the families its ranges named)."""
 
-import socket
 import time
 
 import pytest
 
-from conftest import (V4, V6, T, connect, family_of, fmt_addr, free_dual_port, free_port, ini,
-                      klipper_env, local_addr, scrape, start_counted_tagged,
-                      tagged_echo, wait_closed, wait_metric)
+from conftest import (V4, V6, T, connect, expect_rst, fmt_addr, free_dual_port, free_port,
+                      ini, klipper_env, klipper_ports, scrape, start_counted_tagged,
+                      tagged_echo, wait_metric)
 
-from test_envmode import src_and_dest_ports
 
 
 def denied_attempt(host, port):
-    """Connect to a port whose allowlist excludes us: the proxy must reset
-    the connection without a byte (on loopback the RST may already fail the
-    connect() itself). Returns our client address."""
-    s = socket.socket(family_of(host), socket.SOCK_STREAM)
-    try:
-        s.bind((host, 0))
-        client = local_addr(s)
-        s.settimeout(T(5))
-        try:
-            s.connect((host, port))
-        except ConnectionResetError:
-            return client
-        kind, elapsed, data = wait_closed(s, T(3))
-        assert data == b"", "%s: denied client received %r" % (client, data[:80])
-        assert kind == "reset", "%s: denied client got %s, expected RST" % (client, kind)
-        return client
-    finally:
-        s.close()
+    """A client outside the allowlist: RST before any byte."""
+    return expect_rst(host, port)
 
 
 def assert_backend_untouched(*records_and_addrs):
@@ -64,7 +46,7 @@ def assert_backend_untouched(*records_and_addrs):
 # environment mode: SRC_RANGES
 
 def test_src_ranges_deny_both_families(env_proxy_factory, backends):
-    src, dest, rec4, rec6 = src_and_dest_ports(backends)
+    src, dest, rec4, rec6 = klipper_ports(backends)
     env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest, DEST_IPS="127.0.0.1,::1",
                                   SRC_RANGES="10.0.0.0/8,2001:db8::/32"))
     for _ in range(3):
@@ -76,7 +58,7 @@ def test_src_ranges_deny_both_families(env_proxy_factory, backends):
 @pytest.mark.parametrize("ranges", ["127.0.0.0/8,::1/128", "::1/128, 127.0.0.1/32",
                                     "10.0.0.0/8,127.0.0.0/8,2001:db8::/32,::/0"])
 def test_src_ranges_allow(env_proxy_factory, backends, ranges):
-    src, dest, rec4, rec6 = src_and_dest_ports(backends)
+    src, dest, rec4, rec6 = klipper_ports(backends)
     env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest, DEST_IPS="127.0.0.1,::1",
                                   SRC_RANGES=ranges))
     assert tagged_echo(V4, src, b"allowed v4\n") == "v4 AF_INET"
@@ -93,7 +75,7 @@ def test_src_ranges_unnamed_family_allowed(env_proxy_factory, backends, ranges,
                                            denied_host, allowed_host):
     """klipper-lb filtered only the families SRC_RANGES names: the other
     family is let through."""
-    src, dest, rec4, rec6 = src_and_dest_ports(backends)
+    src, dest, rec4, rec6 = klipper_ports(backends)
     env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest, DEST_IPS="127.0.0.1,::1",
                                   SRC_RANGES=ranges))
     tag = "v4 AF_INET" if allowed_host == V4 else "v6 AF_INET6"
@@ -218,3 +200,35 @@ def test_allow_applies_per_service(proxy_factory, counted):
     assert m.value("dualproxy_connections_total", service="open", family="ipv6") == 1
     assert m.value("dualproxy_connections_total", service="closed", family="ipv4") == 0
     assert m.value("dualproxy_connections_total", service="closed", family="ipv6") == 0
+
+
+def test_allow_follows_reload(proxy_factory, counted):
+    """A reload changes the allowlist of a kept listener; the denied counter
+    carries on across reloads."""
+    port = free_dual_port()
+    mport = free_port()
+    head = """
+        [global]
+        metrics_listen = 127.0.0.1:%d
+    """ % mport
+    deny = ini(head + service("web", port, counted, ["10.0.0.0/8", "2001:db8::/32"]))
+    allow = ini(head + service("web", port, counted, ["127.0.0.0/8", "::1"]))
+    proxy = proxy_factory(deny, readable=True)
+    denied_attempt(V4, port)
+    denied_attempt(V6, port)
+    wait_metric(V4, mport, "dualproxy_denied_total", 2, service="web")
+
+    assert proxy.reload_ok(allow) == (0, 2, 0)
+    assert tagged_echo(V4, port, b"now in\n") == "v4 AF_INET"
+    assert tagged_echo(V6, port, b"now in\n") == "v6 AF_INET6"
+
+    # no allow at all: everybody
+    assert proxy.reload_ok(ini(head + service("web", port, counted, []))) == (0, 2, 0)
+    assert tagged_echo(V4, port, b"open\n") == "v4 AF_INET"
+
+    assert proxy.reload_ok(deny) == (0, 2, 0)
+    denied_attempt(V6, port)
+    m = wait_metric(V4, mport, "dualproxy_denied_total", 3, service="web")
+    assert m.value("dualproxy_connections_total", service="web", family="ipv4") == 2
+    assert m.value("dualproxy_connections_total", service="web", family="ipv6") == 1
+    assert (counted["v4"][1].accepted, counted["v6"][1].accepted) == (2, 1)

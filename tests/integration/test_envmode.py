@@ -14,38 +14,11 @@ one service `lb-tcp-<SRC_PORT>` from K3s servicelb's variables.
 The environment of each daemon is built explicitly (klipper_env()): no stray
 SRC_PORT from the caller's environment. SRC_RANGES is in test_allow.py."""
 
-import socket
-
 import pytest
 
-from conftest import (EX_CONFIG, V4, V6, T, assert_refused, distinct_dual_ports,
-                      fmt_addr, free_dual_port, ini, klipper_env, listen_sockets,
-                      run_dualproxy_env, start_counted_tagged, tagged_echo)
-
-
-def same_port_backends(backends, tag4="v4", tag6="v6"):
-    """Tagged backends on 127.0.0.1:P and [::1]:P (one DEST_PORT for both
-    families, as in klipper-lb). Returns (P, record4, record6)."""
-    for _ in range(20):
-        port = free_dual_port()
-        try:
-            _, rec4 = start_counted_tagged(backends, V4, tag4, port=port)
-        except OSError:
-            continue
-        try:
-            _, rec6 = start_counted_tagged(backends, V6, tag6, port=port)
-        except OSError:
-            continue  # the v4 server is closed with the fixture
-        return port, rec4, rec6
-    raise RuntimeError("no port free on 127.0.0.1 and ::1")
-
-
-def src_and_dest_ports(backends):
-    dest, rec4, rec6 = same_port_backends(backends)
-    src = free_dual_port()
-    while src == dest:
-        src = free_dual_port()
-    return src, dest, rec4, rec6
+from conftest import (EX_CONFIG, V4, V6, T, assert_refused, free_dual_port, ini,
+                      klipper_env, klipper_ports, listen_sockets, run_dualproxy_env,
+                      tagged_echo)
 
 
 def check_listening(proxy, src):
@@ -60,7 +33,7 @@ def check_listening(proxy, src):
                                       "127.0.0.1, ::1", "::1 127.0.0.1"])
 @pytest.mark.parametrize("proto", [None, "TCP"])
 def test_env_dest_ips(env_proxy_factory, backends, dest_ips, proto):
-    src, dest, rec4, rec6 = src_and_dest_ports(backends)
+    src, dest, rec4, rec6 = klipper_ports(backends)
     proxy = env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest,
                                           DEST_IPS=dest_ips, DEST_PROTO=proto))
     check_listening(proxy, src)
@@ -74,7 +47,7 @@ def test_env_dest_ips(env_proxy_factory, backends, dest_ips, proto):
 
 def test_env_dest_ip_and_dest_ip6(env_proxy_factory, backends):
     """The older pair of variables (klipper-lb before DEST_IPS)."""
-    src, dest, rec4, rec6 = src_and_dest_ports(backends)
+    src, dest, rec4, rec6 = klipper_ports(backends)
     proxy = env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PROTO="TCP", DEST_PORT=dest,
                                           DEST_IP="127.0.0.1", DEST_IP6="::1"))
     check_listening(proxy, src)
@@ -91,7 +64,7 @@ def test_env_dest_ip_and_dest_ip6(env_proxy_factory, backends):
 ], ids=["DEST_IP", "DEST_IPS-v4", "DEST_IP6", "DEST_IPS-v6"])
 def test_env_single_family_serves_both(env_proxy_factory, backends, variables, tag):
     """One family's ClusterIP only: clients of both families reach it."""
-    src, dest, rec4, rec6 = src_and_dest_ports(backends)
+    src, dest, rec4, rec6 = klipper_ports(backends)
     env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest, **variables))
     assert tagged_echo(V4, src, b"from v4\n") == tag
     assert tagged_echo(V6, src, b"from v6\n") == tag
@@ -100,7 +73,7 @@ def test_env_single_family_serves_both(env_proxy_factory, backends, variables, t
 def test_env_dest_ips_wins_over_dest_ip(env_proxy_factory, backends):
     """DEST_IPS set: DEST_IP / DEST_IP6 are not used (they could not be
     connected: nothing listens on 127.0.0.2:DEST_PORT)."""
-    src, dest, rec4, rec6 = src_and_dest_ports(backends)
+    src, dest, rec4, rec6 = klipper_ports(backends)
     env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest, DEST_IPS="127.0.0.1,::1",
                                   DEST_IP="127.0.0.2"))
     assert tagged_echo(V4, src, b"x\n") == "v4 AF_INET"
@@ -108,7 +81,7 @@ def test_env_dest_ips_wins_over_dest_ip(env_proxy_factory, backends):
 
 
 def test_env_check_only(backends):
-    src, dest, _, _ = src_and_dest_ports(backends)
+    src, dest, _, _ = klipper_ports(backends)
     r = run_dualproxy_env(klipper_env(SRC_PORT=src, DEST_PORT=dest,
                                       DEST_IPS="10.43.206.211,fd45:a71:55a6:1:2:1:0:db1"),
                           "-t")
@@ -119,7 +92,7 @@ def test_env_check_only(backends):
 
 def test_config_file_wins_over_environment(proxy_factory, backends):
     """With -c, the file is used even though SRC_PORT is set."""
-    src, dest, rec4, rec6 = src_and_dest_ports(backends)
+    src, dest, rec4, rec6 = klipper_ports(backends)
     port = free_dual_port()
     while port in (src, dest):
         port = free_dual_port()
@@ -138,7 +111,7 @@ def test_config_file_wins_over_environment(proxy_factory, backends):
 
 def test_env_sighup_rereads_environment(env_proxy_factory, backends):
     """A reload in environment mode keeps the same listeners and backends."""
-    src, dest, rec4, rec6 = src_and_dest_ports(backends)
+    src, dest, rec4, rec6 = klipper_ports(backends)
     proxy = env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest,
                                           DEST_IPS="127.0.0.1,::1"))
     before = listen_sockets(src)

@@ -15,7 +15,6 @@ port: 0.0.0.0 and [::]).
   line or is closed, and afterwards /metrics still answers and the proxy
   still relays."""
 
-import os
 import random
 import re
 import socket
@@ -24,10 +23,11 @@ import time
 
 import pytest
 
-from conftest import (V4, V6, T, HttpResponse, connect, fmt_addr, free_dual_port,
-                      free_port, http_get, http_raw, ini, pattern, recv_exact,
-                      recv_until_eof, run_dualproxy, scrape, start_recorder,
-                      tagged_echo, unused_port, wait_closed, wait_metric, wait_until)
+from conftest import (V4, V6, T, HttpResponse, connect, expect_rst, fmt_addr,
+                      free_dual_port, free_port, http_get, http_raw, ini, pattern,
+                      proxy_header_v1, proxy_header_v2, recv_exact, recv_until_eof,
+                      run_dualproxy, scrape, start_recorder, unused_port, wait_closed,
+                      wait_metric, wait_until)
 
 UP = 1000
 DOWN = 2500
@@ -175,10 +175,14 @@ def test_metrics_exact_counts(proxy_factory, sinks):
     assert sorted(len(c) for c in conns6) == [UP] * 2 + [UP + 52] * 2
 
 
-def test_metrics_counts_large_transfer(proxy_factory, backends):
-    """Bulk transfers (the splice path) are counted exactly too."""
+@pytest.mark.parametrize("pp", ["off", "v1", "v2"])
+def test_metrics_counts_large_transfer(proxy_factory, backends, pp):
+    """Bulk transfers (the splice path) are counted exactly too; the client
+    sends at once, so with proxy_protocol the header and the first client
+    bytes may share a buffer: only the payload is counted, and the backend
+    gets header + payload exactly."""
     up, down = 3_000_000, 5_000_001
-    b4 = start_recorder(backends, V4, lambda d: pattern(down, 5))
+    b4, rec = start_recorder(backends, V4, lambda d: pattern(down, 5))
     port = free_dual_port()
     mport = free_port()
     proxy_factory(ini("""
@@ -187,15 +191,22 @@ def test_metrics_counts_large_transfer(proxy_factory, backends):
         [bulk]
         listen = %d
         backend4 = %s
-    """ % (mport, port, fmt_addr(*b4[0]))))
-    for host in (V4, V6):
+        proxy_protocol = %s
+    """ % (mport, port, fmt_addr(*b4), pp)))
+    for i, host in enumerate((V4, V6)):
         with connect(host, port) as s:
-            data = pattern(up, 6)
+            src, dst = s.getsockname()[:2], s.getpeername()[:2]
+            data = pattern(up, 6 + i)
             t = threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)))
             t.start()
             got = recv_until_eof(s, timeout=T(30))
             t.join(T(30))
             assert len(got) == down and got == pattern(down, 5)
+        header = {"off": b"", "v1": proxy_header_v1(src, dst),
+                  "v2": proxy_header_v2(src, dst)}[pp]
+        received = rec.data(i)
+        assert len(received) == len(header) + up
+        assert received == header + data
     m = wait_metric(V4, mport, "dualproxy_connections_active", 0, service="bulk")
     assert m.value("dualproxy_bytes_total", service="bulk", direction="up") == 2 * up
     assert m.value("dualproxy_bytes_total", service="bulk", direction="down") == 2 * down
@@ -215,9 +226,7 @@ def test_backend_refused_counted(proxy_factory):
         backend6 = [::1]:%d
     """ % (mport, port, unused_port(V4), unused_port(V6))))
     for i, host in enumerate([V4, V6, V4]):
-        with connect(host, port) as s:
-            kind, _, data = wait_closed(s, T(5))
-            assert data == b""
+        expect_rst(host, port)  # closed with RST, not a byte
         wait_metric(V4, mport, "dualproxy_backend_errors_total", i + 1,
                     service="dead", reason="refused")
     m = wait_metric(V4, mport, "dualproxy_connections_active", 0, service="dead")
@@ -226,6 +235,61 @@ def test_backend_refused_counted(proxy_factory):
             assert m.value("dualproxy_backend_errors_total", service="dead", reason=r) == 0, r
     assert m.value("dualproxy_bytes_total", service="dead", direction="up") == 0
     assert m.value("dualproxy_bytes_total", service="dead", direction="down") == 0
+
+
+def test_backend_timeout_counted(proxy_factory, backends):
+    hole4 = backends.start_blackhole(V4)
+    hole6 = backends.start_blackhole(V6)
+    port = free_dual_port()
+    mport = free_port()
+    proxy_factory(ini("""
+        [global]
+        metrics_listen = 127.0.0.1:%d
+        [hole]
+        listen = %d
+        backend4 = %s
+        backend6 = %s
+        connect_timeout = 300ms
+    """ % (mport, port, fmt_addr(*hole4), fmt_addr(*hole6))))
+    socks = [connect(V4, port), connect(V6, port)]
+    m = scrape(V4, mport)
+    assert m.value("dualproxy_connections_active", service="hole") == 2
+    for s in socks:
+        try:
+            wait_closed(s, T(5))
+        except ConnectionResetError:
+            pass
+        s.close()
+    m = wait_metric(V4, mport, "dualproxy_backend_errors_total", 2,
+                    service="hole", reason="timeout")
+    assert m.value("dualproxy_backend_errors_total", service="hole", reason="refused") == 0
+    wait_metric(V4, mport, "dualproxy_connections_active", 0, service="hole")
+
+
+def test_backend_reset_counted(proxy_factory, backends):
+    """A backend that resets mid-connection: reason="reset"; the bytes that
+    did flow are counted."""
+    b4 = backends.start_reset_after(V4, reply=b"bye")
+    port = free_dual_port()
+    mport = free_port()
+    proxy_factory(ini("""
+        [global]
+        metrics_listen = 127.0.0.1:%d
+        [flaky]
+        listen = %d
+        backend4 = %s
+    """ % (mport, port, fmt_addr(*b4))))
+    with connect(V4, port) as s:
+        s.sendall(b"hello")
+        assert recv_exact(s, 3) == b"bye"
+        wait_closed(s, T(5))
+    m = wait_metric(V4, mport, "dualproxy_backend_errors_total", 1,
+                    service="flaky", reason="reset")
+    m = wait_metric(V4, mport, "dualproxy_connections_active", 0, service="flaky")
+    assert m.value("dualproxy_bytes_total", service="flaky", direction="up") == 5
+    assert m.value("dualproxy_bytes_total", service="flaky", direction="down") == 3
+    for r in ("refused", "timeout", "unreachable", "failed"):
+        assert m.value("dualproxy_backend_errors_total", service="flaky", reason=r) == 0
 
 
 def test_build_info_matches_binary(proxy_factory, sinks):
@@ -364,7 +428,7 @@ def test_http_routes(endpoint):
 def test_bare_port_serves_both_families(proxy_factory, sinks):
     port, = ports(1)
     mport = free_dual_port()
-    proxy = proxy_factory(ini("""
+    proxy_factory(ini("""
         [global]
         metrics_listen = %d
     """ % mport + svc("web", port, sinks)))
@@ -495,3 +559,36 @@ def test_http_many_sequential_scrapes(endpoint):
     mport, _ = endpoint
     for _ in range(100):
         assert http_get(V4, mport, "/healthz").status == 200
+
+
+def test_http_request_in_pieces(endpoint):
+    """A head that arrives in several segments is answered once complete."""
+    mport, _ = endpoint
+    with connect(V4, mport) as s:
+        for piece in (b"GET /met", b"rics HTTP/1.1\r\nHo", b"st: x\r\n", b"\r\n"):
+            s.sendall(piece)
+            time.sleep(0.05)
+        r = HttpResponse(recv_until_eof(s))
+    assert r.status == 200 and b"dualproxy_build_info" in r.body
+
+
+def test_http_one_request_per_connection(endpoint):
+    """Pipelined requests: only the first is answered, then the server closes."""
+    mport, _ = endpoint
+    raw = http_raw(V4, mport, b"GET /healthz HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n")
+    r = HttpResponse(raw)
+    assert r.status == 200 and r.body == b"ok\n", raw
+    assert raw.count(b"HTTP/1.") == 1, raw
+
+
+@pytest.mark.parametrize("size,status", [(4096, 200), (4097, 431)])
+def test_http_head_size_limit(endpoint, size, status):
+    """A head of 4096 bytes (end included) is served; one byte more is 431."""
+    mport, _ = endpoint
+    start = b"GET /healthz HTTP/1.1\r\nX-Pad: "
+    end = b"\r\n\r\n"
+    head = start + b"p" * (size - len(start) - len(end)) + end
+    assert len(head) == size
+    got, kind = send_and_collect(mport, head)
+    assert got, "closed without a response (%s)" % kind
+    assert HttpResponse(got).status == status, got[:80]

@@ -70,7 +70,7 @@ def sockets_of(port):
 # --------------------------------------------------------------------------
 # the diff: kept, removed, added, changed backends, live connections
 
-def test_reload_diff(proxy_factory, tags):
+def test_reload_diff(proxy_factory, tags, clients):
     port, gone, new = distinct_dual_ports(3)
     proxy = proxy_factory(ini("""
         [global]
@@ -88,6 +88,7 @@ def test_reload_diff(proxy_factory, tags):
     live = {}
     for host in (V4, V6):
         s = connect(host, port)
+        clients.append(s)
         assert recv_line(s) == (b"a4 AF_INET\n" if host == V4 else b"a6 AF_INET6\n")
         first = pattern(100000, len(host))
         s.sendall(first)
@@ -154,7 +155,7 @@ def test_reload_moves_a_service_to_other_addresses(proxy_factory, tags):
     assert_refused(V4, other, "(only [::1] added)")
 
 
-def test_reload_log_level_and_timeouts(proxy_factory, tags):
+def test_reload_log_level_and_timeouts(proxy_factory, tags, clients):
     """log_level and idle_timeout of the new file apply to new connections;
     a connection opened before keeps the old idle_timeout."""
     port = distinct_dual_ports(1)[0]
@@ -171,6 +172,7 @@ def test_reload_log_level_and_timeouts(proxy_factory, tags):
         "a connection line at log_level = info"
 
     old = connect(V6, port)
+    clients.append(old)
     assert recv_line(old) == b"a6 AF_INET6\n"
 
     assert proxy.reload_ok(ini("""
@@ -180,6 +182,7 @@ def test_reload_log_level_and_timeouts(proxy_factory, tags):
     """ + web(port, tags["a4"], tags["a6"]))) == (0, 2, 0)
 
     s = connect(V4, port)
+    clients.append(s)
     client = local_addr(s)
     assert recv_line(s) == b"a4 AF_INET\n"
     kind, elapsed, _ = wait_closed(s, T(5))
@@ -393,11 +396,12 @@ def check_untouched(proxy, port, before, new_ports):
 
 
 @pytest.mark.parametrize("name", list(BAD))
-def test_bad_file_keeps_running_config(proxy_factory, tags, name):
+def test_bad_file_keeps_running_config(proxy_factory, tags, clients, name):
     port, new = distinct_dual_ports(2)
     proxy = start_web_a(proxy_factory, tags, port)
     before = sockets_of(port)
     live = connect(V4, port)
+    clients.append(live)
     assert recv_line(live) == b"a4 AF_INET\n"
 
     text, line = build_bad(BAD[name], PORT=str(port), NEW=str(new),

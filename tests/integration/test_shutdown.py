@@ -42,12 +42,13 @@ def start(proxy_factory, tagged, drain):
     return proxy, port
 
 
-def open_live(port):
+def open_live(port, clients):
     """One live connection per family, tag read and a first echo done.
-    Returns {host: (sock, client address, bytes echoed so far)}."""
+    Returns {host: (sock, client address, tag length, bytes echoed)}."""
     live = {}
     for host in (V4, V6):
         s = connect(host, port)
+        clients.append(s)
         tag = recv_line(s)
         assert tag == (b"v4 AF_INET\n" if host == V4 else b"v6 AF_INET6\n"), tag
         first = pattern(50000, len(host))
@@ -64,9 +65,9 @@ def assert_closed_for_new(port):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_drain_lets_live_connections_finish(proxy_factory, tagged, sig):
+def test_drain_lets_live_connections_finish(proxy_factory, tagged, clients, sig):
     proxy, port = start(proxy_factory, tagged, None)  # default drain_timeout 30s
-    live = open_live(port)
+    live = open_live(port, clients)
     proxy.signal(sig)
     proxy.wait_for(draining_re(2, 30))
     assert_closed_for_new(port)
@@ -97,9 +98,9 @@ def test_drain_lets_live_connections_finish(proxy_factory, tagged, sig):
     assert rc == 0, "exit code %s; stderr:\n%s" % (rc, proxy.stderr_text())
 
 
-def test_drain_timeout_cuts_connections(proxy_factory, tagged):
+def test_drain_timeout_cuts_connections(proxy_factory, tagged, clients):
     proxy, port = start(proxy_factory, tagged, "1s")
-    live = open_live(port)
+    live = open_live(port, clients)
     t0 = time.monotonic()
     proxy.signal(signal.SIGTERM)
     proxy.wait_for(draining_re(2, 1))
@@ -123,9 +124,9 @@ def test_drain_timeout_cuts_connections(proxy_factory, tagged):
         assert log["end"] == "shutdown", log
 
 
-def test_second_sigterm_exits_at_once(proxy_factory, tagged):
+def test_second_sigterm_exits_at_once(proxy_factory, tagged, clients):
     proxy, port = start(proxy_factory, tagged, "30s")
-    live = open_live(port)
+    live = open_live(port, clients)
     proxy.signal(signal.SIGTERM)
     proxy.wait_for(draining_re(2, 30))
     time.sleep(T(0.2))
