@@ -88,30 +88,50 @@ def family_of(host):
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports are picked below the ephemeral range: a port the kernel handed out
+# with bind(0) may be given to an outgoing connection (of this suite or of
+# the daemon) before the test binds it again.
+_PORT_LOW = 10000
+_PORT_HIGH = max(_PORT_LOW + 1000, _ephemeral_low())
+_port_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+
+
+def _bindable(family, host, port, v6only=False):
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        if v6only:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port(host=V4):
-    """A TCP port that is currently free on `host`."""
-    with socket.socket(family_of(host), socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port that is currently free on `host`, outside the ephemeral range."""
+    for _ in range(1000):
+        port = _port_rng.randrange(_PORT_LOW, _PORT_HIGH)
+        if _bindable(family_of(host), host, port):
+            return port
+    raise RuntimeError("no free port on %s" % host)
 
 
 def free_dual_port():
-    """A TCP port that is free on both 0.0.0.0 and [::] (V6ONLY)."""
-    for _ in range(200):
-        s4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        try:
-            s4.bind(("0.0.0.0", 0))
-            port = s4.getsockname()[1]
-            s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                s6.bind(("::", port))
-            except OSError:
-                continue
+    """A TCP port that is free on both 0.0.0.0 and [::] (V6ONLY), outside the
+    ephemeral range."""
+    for _ in range(1000):
+        port = _port_rng.randrange(_PORT_LOW, _PORT_HIGH)
+        if (_bindable(socket.AF_INET, "0.0.0.0", port) and
+                _bindable(socket.AF_INET6, "::", port, v6only=True)):
             return port
-        finally:
-            s4.close()
-            s6.close()
     raise RuntimeError("no port free on both families")
 
 
