@@ -28,7 +28,7 @@ struct dualproxy {
 	struct listener *listeners; /* open listeners, owned */
 	struct relay *relays;       /* live connections; each relay frees itself */
 	unsigned long active;       /* number of live relays */
-	unsigned long fd_capacity;  /* relays the descriptor limit leaves room for */
+	unsigned long fd_limit;     /* RLIMIT_NOFILE; 0 when unknown */
 	bool full;                  /* accepting paused at max_connections */
 	bool stopping;              /* SIGTERM seen: no new connections */
 	struct pipe_pool pipes;     /* splice pipes, reused across relays */

@@ -19,9 +19,8 @@
 #include "watch.h"
 
 #define PIPE_FD_SHARE 4      /* pipes may use at most 1/PIPE_FD_SHARE of the fds */
+#define PIPE_FD_MIN 1024     /* below this descriptor limit, relay without pipes */
 #define PIPE_CACHE 64        /* empty pipes kept for reuse */
-#define FD_RESERVE 32        /* descriptors kept for listeners, metrics, the loop */
-#define FDS_PER_RELAY 2      /* client and backend sockets */
 #define STATUS_INTERVAL 2.0  /* seconds between STATUS= updates to systemd */
 
 extern char **environ;
@@ -263,21 +262,15 @@ int lifecycle_start(struct dualproxy *dp, const char *path, struct config *cfg)
 	struct lifecycle *lc = calloc(1, sizeof(*lc));
 	rlim_t nofile = raise_fd_limit();
 	if (lc == NULL ||
-	    pipe_pool_init(&dp->pipes, nofile / (2 * PIPE_FD_SHARE), PIPE_CACHE) < 0 ||
+	    pipe_pool_init(&dp->pipes,
+			   nofile < PIPE_FD_MIN ? 0 : nofile / (2 * PIPE_FD_SHARE),
+			   PIPE_CACHE) < 0 ||
 	    (dp->chunk = malloc(RELAY_CHUNK)) == NULL) {
 		free(lc);
 		log_error("out of memory");
 		return EX_OSERR;
 	}
-	/* pause accepting before descriptors run out, so clients wait in the
-	 * backlog instead of being accepted and reset */
-	rlim_t reserved = FD_RESERVE + 2 * dp->pipes.budget;
-	dp->fd_capacity = nofile > reserved + FDS_PER_RELAY ?
-		(unsigned long)((nofile - reserved) / FDS_PER_RELAY) : 1;
-	if (dp->fd_capacity < cfg->max_connections)
-		log_info("descriptor limit %llu allows %lu connections, fewer than "
-			 "max_connections (%lu)", (unsigned long long)nofile,
-			 dp->fd_capacity, cfg->max_connections);
+	dp->fd_limit = nofile;
 	ev_set_userdata(dp->loop, lc);
 	start_watchers(dp, lc);
 
@@ -287,9 +280,14 @@ int lifecycle_start(struct dualproxy *dp, const char *path, struct config *cfg)
 	if (privs_drop(cfg) < 0)
 		return EX_OSERR;
 	update_watch(dp);
+	unsigned long capacity = listeners_capacity(dp);
+	if (capacity < cfg->max_connections)
+		log_info("descriptor limit %llu leaves room for %lu connections, fewer "
+			 "than max_connections (%lu)", (unsigned long long)nofile, capacity,
+			 cfg->max_connections);
 	log_info("ready: %zu services, %u listeners, %lu max connections, pipe budget %zu",
 		 cfg->n_services, diff.added,
-		 cfg->max_connections < dp->fd_capacity ? cfg->max_connections : dp->fd_capacity,
+		 capacity < cfg->max_connections ? capacity : cfg->max_connections,
 		 dp->pipes.budget);
 	notify_send("READY=1\nSTATUS=0 connections, listening on %u addresses",
 		    diff.added);

@@ -2,6 +2,7 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,8 @@
 #define LISTEN_BACKLOG 4096     /* the kernel caps it at somaxconn */
 #define ACCEPT_BATCH 64         /* accepts per wake-up, so one port can't starve others */
 #define FD_BACKOFF_SEC 0.1      /* pause after EMFILE/ENFILE */
+#define FD_RESERVE 32           /* descriptors kept for metrics, the loop, stdio */
+#define FDS_PER_RELAY 2         /* client and backend sockets */
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents);
 static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents);
@@ -155,11 +158,24 @@ void listeners_close_all(struct dualproxy *dp)
 	dp->listeners = NULL;
 }
 
+unsigned long listeners_capacity(const struct dualproxy *dp)
+{
+	unsigned long reserved = FD_RESERVE + 2 * (unsigned long)dp->pipes.budget;
+	for (const struct listener *l = dp->listeners; l != NULL; l = l->next)
+		reserved++;
+	if (dp->fd_limit == 0)
+		return ULONG_MAX;
+	if (dp->fd_limit <= reserved + FDS_PER_RELAY)
+		return 1;
+	return (unsigned long)(dp->fd_limit - reserved) / FDS_PER_RELAY;
+}
+
 void listeners_update_capacity(struct dualproxy *dp)
 {
 	unsigned long limit = dp->config->max_connections;
-	if (dp->fd_capacity > 0 && dp->fd_capacity < limit)
-		limit = dp->fd_capacity;
+	unsigned long capacity = listeners_capacity(dp);
+	if (capacity < limit)
+		limit = capacity;
 	bool full = dp->active >= limit;
 	if (full == dp->full)
 		return;
@@ -181,8 +197,10 @@ void listeners_update_capacity(struct dualproxy *dp)
 static void backoff(struct listener *l)
 {
 	ev_io_stop(l->dp->loop, &l->io);
-	if (!ev_is_active(&l->backoff))
+	if (!ev_is_active(&l->backoff)) {
+		ev_timer_set(&l->backoff, FD_BACKOFF_SEC, 0.); /* a fired timer needs it */
 		ev_timer_start(l->dp->loop, &l->backoff);
+	}
 }
 
 void listeners_backoff(struct dualproxy *dp)

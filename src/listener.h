@@ -56,6 +56,10 @@ void listeners_close_all(struct dualproxy *dp);
  * and resumes below it. */
 void listeners_update_capacity(struct dualproxy *dp);
 
+/* Relays that the descriptor limit leaves room for, after the listeners,
+ * the pipe budget and a reserve for the rest. */
+unsigned long listeners_capacity(const struct dualproxy *dp);
+
 /* Pauses every listener briefly: descriptors ran out. */
 void listeners_backoff(struct dualproxy *dp);
 
