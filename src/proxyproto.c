@@ -40,6 +40,13 @@ static bool same_known_family(const struct addr *src, const struct addr *dst)
 	return (f == AF_INET || f == AF_INET6) && f == addr_family(dst);
 }
 
+static const void *ip_of(const struct addr *a)
+{
+	if (addr_family(a) == AF_INET)
+		return &a->u.in.sin_addr;
+	return &a->u.in6.sin6_addr;
+}
+
 static size_t header_v1(const struct addr *src, const struct addr *dst,
 			unsigned char *buf, size_t n)
 {
@@ -48,16 +55,13 @@ static size_t header_v1(const struct addr *src, const struct addr *dst,
 
 	if (!same_known_family(src, dst)) {
 		len = snprintf((char *)buf, n, "PROXY UNKNOWN\r\n");
-	} else if (addr_family(src) == AF_INET) {
-		inet_ntop(AF_INET, &src->u.in.sin_addr, s, sizeof(s));
-		inet_ntop(AF_INET, &dst->u.in.sin_addr, d, sizeof(d));
-		len = snprintf((char *)buf, n, "PROXY TCP4 %s %s %u %u\r\n", s, d,
-			       addr_port(src), addr_port(dst));
 	} else {
-		inet_ntop(AF_INET6, &src->u.in6.sin6_addr, s, sizeof(s));
-		inet_ntop(AF_INET6, &dst->u.in6.sin6_addr, d, sizeof(d));
-		len = snprintf((char *)buf, n, "PROXY TCP6 %s %s %u %u\r\n", s, d,
-			       addr_port(src), addr_port(dst));
+		int family = addr_family(src);
+		inet_ntop(family, ip_of(src), s, sizeof(s));
+		inet_ntop(family, ip_of(dst), d, sizeof(d));
+		len = snprintf((char *)buf, n, "PROXY %s %s %s %u %u\r\n",
+			       family == AF_INET ? "TCP4" : "TCP6", s, d, addr_port(src),
+			       addr_port(dst));
 	}
 	return len > 0 && (size_t)len < n ? (size_t)len : 0;
 }

@@ -491,18 +491,7 @@ def proxy_factory(tmp_path):
 
     yield make
 
-    problems = []
-    for p, check_exit in started:
-        before, rc = p.stop()
-        if not check_exit or p.signalled:
-            continue
-        if before is not None:
-            problems.append("dualproxy died during the test (rc=%s); stderr tail:\n%s"
-                            % (before, p._tail()))
-        elif isinstance(rc, tuple):
-            problems.append("dualproxy ignored SIGTERM for %.0fs and was killed" % T(10))
-        elif rc != 0:
-            problems.append("dualproxy exited %s on SIGTERM; stderr tail:\n%s" % (rc, p._tail()))
+    problems = _stop_checked(started)
     for d in public:
         shutil.rmtree(d, ignore_errors=True)
     if problems:
