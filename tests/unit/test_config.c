@@ -564,6 +564,27 @@ static void test_lifecycle_keys(void **state)
 			    2, "drain_timeout: duration must be greater than zero");
 }
 
+static void test_error_continuation_line(void **state)
+{
+	(void)state;
+	/* inih would append the indented line to listen's value */
+	assert_config_error("[web]\n"
+			    "listen = 80\n"
+			    "  81\n"
+			    "backend4 = 10.43.206.211:80\n",
+			    3, "continuation lines are not supported");
+	/* an indented first key of a section, and indented comments, are fine */
+	struct config_error err;
+	struct config *cfg = config_load_string(CFG_NAME,
+						"[web]\n"
+						"  listen = 80\n"
+						"  ; a comment\n"
+						"backend4 = 10.43.206.211:80\n",
+						&err);
+	assert_non_null(cfg);
+	config_unref(cfg);
+}
+
 static void test_error_unknown_key_global(void **state)
 {
 	(void)state;
@@ -1042,6 +1063,7 @@ int main(void)
 		cmocka_unit_test(test_refcount),
 		cmocka_unit_test(test_error_unknown_key_service),
 		cmocka_unit_test(test_lifecycle_keys),
+		cmocka_unit_test(test_error_continuation_line),
 		cmocka_unit_test(test_error_unknown_key_global),
 		cmocka_unit_test(test_error_key_outside_section),
 		cmocka_unit_test(test_error_duplicate_section),
