@@ -23,22 +23,30 @@
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents);
 static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents);
 
-struct listener *listener_open(struct dualproxy *dp, const struct addr *a,
-			       struct service *svc)
+int listener_socket(const struct addr *a, int backlog)
 {
 	int one = 1;
 	int fd = socket(addr_family(a), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return NULL;
+		return -1;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 	    (addr_family(a) == AF_INET6 &&
 	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
-	    bind(fd, &a->u.sa, a->len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+	    bind(fd, &a->u.sa, a->len) < 0 || listen(fd, backlog) < 0) {
 		int saved = errno;
 		close(fd);
 		errno = saved;
-		return NULL;
+		return -1;
 	}
+	return fd;
+}
+
+struct listener *listener_open(struct dualproxy *dp, const struct addr *a,
+			       struct service *svc)
+{
+	int fd = listener_socket(a, LISTEN_BACKLOG);
+	if (fd < 0)
+		return NULL;
 	struct listener *l = calloc(1, sizeof(*l));
 	if (l == NULL) {
 		close(fd);

@@ -25,6 +25,10 @@ struct listener {
 	struct listener *next;
 };
 
+/* A non-blocking listening socket bound to a (SO_REUSEADDR, IPV6_V6ONLY for
+ * IPv6). Returns the fd, owned by the caller, or -1 with errno set. */
+int listener_socket(const struct addr *a, int backlog);
+
 /* Binds and listens on a (IPV6_V6ONLY for IPv6). Returns a listener that is
  * not yet accepting (see listener_start), or NULL with errno set. */
 struct listener *listener_open(struct dualproxy *dp, const struct addr *a,

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "dualproxy.h"
+#include "listener.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -267,24 +268,6 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---- endpoint ---- */
 
-static int open_socket(const struct addr *a)
-{
-	int one = 1;
-	int fd = socket(addr_family(a), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    (addr_family(a) == AF_INET6 &&
-	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
-	    bind(fd, &a->u.sa, a->len) < 0 || listen(fd, METRICS_BACKLOG) < 0) {
-		int saved = errno;
-		close(fd);
-		errno = saved;
-		return -1;
-	}
-	return fd;
-}
-
 struct metrics *metrics_open(struct dualproxy *dp, const struct config *cfg)
 {
 	char a[ADDR_STRLEN];
@@ -297,7 +280,7 @@ struct metrics *metrics_open(struct dualproxy *dp, const struct config *cfg)
 	for (size_t i = 0; i < cfg->n_metrics_listen; i++) {
 		struct metrics_listener *ml = &m->ls[i];
 		ml->addr = cfg->metrics_listen[i];
-		ml->fd = open_socket(&ml->addr);
+		ml->fd = listener_socket(&ml->addr, METRICS_BACKLOG);
 		if (ml->fd < 0) {
 			int saved = errno;
 			log_error("%s: metrics_listen: cannot listen on %s: %s", cfg->path,

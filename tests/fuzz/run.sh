@@ -119,15 +119,16 @@ harness_sources() {
 	fuzz_config) echo "config.c addr.c parse.c log.c cidr.c proxyproto.c" ;;
 	fuzz_env) echo "envconfig.c config.c addr.c parse.c log.c cidr.c proxyproto.c" ;;
 	fuzz_proxyproto) echo "proxyproto.c addr.c" ;;
-	# metrics.c is part of the event loop; metrics_route needs stats, log, addr and libev
-	fuzz_metrics) echo "metrics.c stats.c log.c addr.c" ;;
+	# metrics.c is part of the event loop and opens its sockets through
+	# listener.c, which pulls in the relay: the daemon less main.c
+	fuzz_metrics) all_sources ;;
 	esac
 }
 harness_libs() {
 	case $1 in
 	fuzz_config | fuzz_env) echo "$LIB_INIH" ;;
 	fuzz_proxyproto) echo "" ;;
-	fuzz_metrics) echo "$LIB_EV -lm" ;;
+	fuzz_metrics) echo "$ALL_LIBS" ;;
 	esac
 }
 # If src/ grows a dependency the small set lacks: the daemon less main.c.
