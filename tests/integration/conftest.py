@@ -958,22 +958,33 @@ def _stop_checked(started):
     return problems
 
 
+def _factory(cls):
+    """(started, make): make(arg, wait_ready, check_exit, extra_args) starts
+    cls(arg, extra_args) and records it in started for the teardown."""
+    started = []
+
+    def make(arg, wait_ready=True, check_exit=True, extra_args=()):
+        p = cls(arg, extra_args)
+        started.append((p, check_exit))
+        return p.start(wait_ready=wait_ready)
+
+    return started, make
+
+
+def _teardown(started):
+    problems = _stop_checked(started)
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
 @pytest.fixture
 def env_proxy_factory():
     """env_proxy_factory(env, wait_ready=True, check_exit=True) -> EnvProxy:
     dualproxy started without -c and with the whole environment `env` (see
     klipper_env()). Stopped and checked at teardown like proxy_factory."""
-    started = []
-
-    def make(env, wait_ready=True, check_exit=True, extra_args=()):
-        p = EnvProxy(env, extra_args)
-        started.append((p, check_exit))
-        return p.start(wait_ready=wait_ready)
-
+    started, make = _factory(EnvProxy)
     yield make
-    problems = _stop_checked(started)
-    if problems:
-        pytest.fail("\n\n".join(problems), pytrace=False)
+    _teardown(started)
 
 
 @pytest.fixture
@@ -981,17 +992,9 @@ def path_proxy_factory():
     """path_proxy_factory(path, wait_ready=True, check_exit=True) -> Proxy
     started with -c PATH on a file the test manages itself (e.g. a kubelet
     ConfigMap symlink). Stopped and checked at teardown like proxy_factory."""
-    started = []
-
-    def make(path, wait_ready=True, check_exit=True, extra_args=()):
-        p = Proxy(path, extra_args)
-        started.append((p, check_exit))
-        return p.start(wait_ready=wait_ready)
-
+    started, make = _factory(Proxy)
     yield make
-    problems = _stop_checked(started)
-    if problems:
-        pytest.fail("\n\n".join(problems), pytrace=False)
+    _teardown(started)
 
 
 def wait_until(predicate, timeout, interval=0.05, what="condition"):
