@@ -26,6 +26,7 @@ struct dualproxy {
 	/* runtime */
 	struct ev_loop *loop;
 	struct listener *listeners; /* open listeners, owned */
+	unsigned n_listeners;       /* how many */
 	struct relay *relays;       /* live connections; each relay frees itself */
 	unsigned long active;       /* number of live relays */
 	unsigned long fd_limit;     /* RLIMIT_NOFILE; 0 when unknown */
@@ -40,7 +41,6 @@ struct dualproxy {
 	/* counters since start */
 	struct stats stats;         /* per service, kept across reloads */
 	uint64_t accepted;
-	uint64_t backend_errors;
 };
 
 #endif

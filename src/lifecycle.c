@@ -102,9 +102,13 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 
 static void send_status(struct dualproxy *dp)
 {
+	uint64_t backend_errors = 0;
+	for (const struct service_stats *s = dp->stats.services; s != NULL; s = s->next)
+		for (int e = 0; e < BACKEND_ERROR_COUNT; e++)
+			backend_errors += s->backend_errors[e];
 	notify_send("STATUS=%lu connections, %llu accepted, %llu backend errors",
 		    dp->active, (unsigned long long)dp->accepted,
-		    (unsigned long long)dp->backend_errors);
+		    (unsigned long long)backend_errors);
 	lc_of(dp)->last_status = dp->active;
 }
 

@@ -157,6 +157,7 @@ int listeners_apply(struct dualproxy *dp, struct config *cfg,
 		diff->added++;
 		log_info("listening on %s (%s)", addr_format(&l->addr, a), l->service->name);
 	}
+	dp->n_listeners = diff->kept + diff->added;
 	return 0;
 }
 
@@ -164,13 +165,13 @@ void listeners_close_all(struct dualproxy *dp)
 {
 	close_list(dp->listeners);
 	dp->listeners = NULL;
+	dp->n_listeners = 0;
 }
 
 unsigned long listeners_capacity(const struct dualproxy *dp)
 {
-	unsigned long reserved = FD_RESERVE + 2 * (unsigned long)dp->pipes.budget;
-	for (const struct listener *l = dp->listeners; l != NULL; l = l->next)
-		reserved++;
+	unsigned long reserved = FD_RESERVE + 2 * (unsigned long)dp->pipes.budget +
+				 dp->n_listeners;
 	if (dp->fd_limit == 0)
 		return ULONG_MAX;
 	if (dp->fd_limit <= reserved + FDS_PER_RELAY)

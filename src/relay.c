@@ -359,7 +359,6 @@ static void connect_failed(struct relay *r, int err)
 	char c[ADDR_STRLEN], b[ADDR_STRLEN];
 	enum backend_error kind = backend_error_kind(err);
 
-	r->dp->backend_errors++;
 	r->stats->backend_errors[kind]++;
 	r->reason = backend_error_reason(kind);
 	r->rst_client = true; /* the client learns at once, it does not hang */

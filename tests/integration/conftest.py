@@ -511,6 +511,24 @@ def write_config(tmp_path):
 # --------------------------------------------------------------------------
 # backends (asyncio loop in a background thread)
 
+async def tag_then_echo(reader, writer, tag, on_data=None):
+    """Backend handler body: send 'TAG FAMILY\\n' (the family of the
+    connection as the backend sees it), then echo; on_data(data) sees every
+    chunk received."""
+    sock = writer.get_extra_info("socket")
+    fam = "AF_INET6" if sock.family == socket.AF_INET6 else "AF_INET"
+    writer.write(("%s %s\n" % (tag, fam)).encode())
+    await writer.drain()
+    while True:
+        data = await reader.read(65536)
+        if not data:
+            break
+        if on_data is not None:
+            on_data(data)
+        writer.write(data)
+        await writer.drain()
+
+
 class Backends:
     """Backend servers on loopback. Every start_* method returns (host, port).
 
@@ -578,16 +596,7 @@ class Backends:
         """On connect, send 'TAG FAMILY\\n' (FAMILY = the address family of
         the connection as the backend sees it), then echo."""
         async def handler(reader, writer):
-            sock = writer.get_extra_info("socket")
-            fam = "AF_INET6" if sock.family == socket.AF_INET6 else "AF_INET"
-            writer.write(("%s %s\n" % (tag, fam)).encode())
-            await writer.drain()
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                writer.write(data)
-                await writer.drain()
+            await tag_then_echo(reader, writer, tag)
         return self._serve(host, handler)
 
     def start_sink(self, host):
@@ -1076,18 +1085,10 @@ def start_counted_tagged(backends, host, tag, port=0):
     """A tagged echo backend (see Backends.start_tagged: 'TAG FAMILY\\n',
     then echo) that counts its connections. Returns ((host, port), record)."""
     async def handler(reader, writer, buf, record):
-        sock = writer.get_extra_info("socket")
-        fam = "AF_INET6" if sock.family == socket.AF_INET6 else "AF_INET"
-        writer.write(("%s %s\n" % (tag, fam)).encode())
-        await writer.drain()
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                break
+        def keep(data):
             with record.lock:
-                buf += data
-            writer.write(data)
-            await writer.drain()
+                buf.extend(data)
+        await tag_then_echo(reader, writer, tag, keep)
     return serve_at(backends, host, port, handler)
 
 
