@@ -14,6 +14,14 @@
 struct listener;
 struct metrics;
 struct relay;
+struct relay_end;
+
+/* What runs after each poll, by libev priority (highest first): timers,
+ * signals and the metrics endpoint; then the connections that became ready,
+ * in the order they did (relay.c); then accepting new ones (listener.c), so
+ * that a burst of new connections never delays bytes already in flight. */
+#define PRIORITY_RELAY (EV_MINPRI + 1)
+#define PRIORITY_ACCEPT EV_MINPRI
 
 /* Size of the shared buffer that recv/send relaying reads into. */
 #define RELAY_CHUNK (64 * 1024)
@@ -28,6 +36,8 @@ struct dualproxy {
 	struct listener *listeners; /* open listeners, owned */
 	unsigned n_listeners;       /* how many */
 	struct relay *relays;       /* live connections; each relay frees itself */
+	struct relay_end *ready;    /* sockets to serve, in the order they became ready */
+	ev_check ready_check;       /* serves them after each poll */
 	unsigned long active;       /* number of live relays */
 	unsigned long fd_limit;     /* RLIMIT_NOFILE; 0 when unknown */
 	bool full;                  /* accepting paused at max_connections */

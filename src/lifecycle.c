@@ -276,6 +276,7 @@ int lifecycle_start(struct dualproxy *dp, const char *path, struct config *cfg)
 	}
 	dp->fd_limit = nofile;
 	ev_set_userdata(dp->loop, lc);
+	relay_init(dp);
 	start_watchers(dp, lc);
 
 	if (listeners_apply(dp, cfg, &diff) < 0 ||

@@ -15,7 +15,8 @@
 #include "relay.h"
 
 #define LISTEN_BACKLOG 4096     /* the kernel caps it at somaxconn */
-#define ACCEPT_BATCH 64         /* accepts per wake-up, so one port can't starve others */
+#define ACCEPT_BATCH 16         /* accepts per wake-up: new connections take turns
+				   with the live ones and with other ports */
 #define FD_BACKOFF_SEC 0.1      /* pause after EMFILE/ENFILE */
 #define FD_RESERVE 32           /* descriptors kept for metrics, the loop, stdio */
 #define FDS_PER_RELAY 2         /* client and backend sockets */
@@ -59,6 +60,7 @@ struct listener *listener_open(struct dualproxy *dp, const struct addr *a,
 	l->dp = dp;
 	l->fd = fd;
 	ev_io_init(&l->io, on_accept, fd, EV_READ);
+	ev_set_priority(&l->io, PRIORITY_ACCEPT);
 	l->io.data = l;
 	ev_timer_init(&l->backoff, on_backoff, FD_BACKOFF_SEC, 0.);
 	l->backoff.data = l;

@@ -43,15 +43,18 @@ enum io_result {
 	IO_ERROR, /* the relay must end; r->reason is set */
 };
 
-struct end {
+struct relay_end {
 	int fd;     /* owned */
 	int events; /* EV_READ|EV_WRITE currently registered */
 	ev_io io;
+	/* in dp->ready while ready_events != 0 */
+	int ready_events;
+	struct relay_end *ready_next, **ready_prevp;
 };
 
 /* One direction: bytes read from `from` and written to `to`. */
 struct flow {
-	struct end *from, *to;
+	struct relay_end *from, *to;
 	char *buf;          /* read but not yet written; only under backpressure */
 	size_t off, len;    /* unwritten bytes are buf[off..len) */
 	int pipe[2];        /* splice mode when pipe[0] >= 0 */
@@ -73,7 +76,7 @@ struct relay {
 	const struct addr *backend_addr; /* inside svc */
 	/* runtime */
 	enum relay_state state;
-	struct end client, backend;
+	struct relay_end client, backend;
 	struct flow up;              /* client to backend */
 	struct flow down;            /* backend to client */
 	ev_timer timer;              /* connect_timeout, then idle_timeout (checking
@@ -88,9 +91,10 @@ struct relay {
 };
 
 static void on_io(struct ev_loop *loop, ev_io *w, int revents);
+static void on_ready(struct ev_loop *loop, ev_check *w, int revents);
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents);
 
-static const char *reset_reason(const struct relay *r, const struct end *e)
+static const char *reset_reason(const struct relay *r, const struct relay_end *e)
 {
 	return e == &r->client ? "client-reset" : "backend-reset";
 }
@@ -108,7 +112,7 @@ static size_t pending(const struct flow *f)
 }
 
 /* Records why the relay ends; an error on one end resets the other. */
-static enum io_result io_failed(struct relay *r, struct end *e, int err)
+static enum io_result io_failed(struct relay *r, struct relay_end *e, int err)
 {
 	if (err == ECONNRESET || err == EPIPE || err == ETIMEDOUT ||
 	    err == EHOSTUNREACH || err == ENETUNREACH) {
@@ -277,11 +281,23 @@ static enum io_result pump(struct relay *r, struct flow *f)
 	return IO_OK;
 }
 
-static void set_events(struct relay *r, struct end *e, int events)
+/* Forgets e's queued readiness, as ev_io_stop forgets a pending event. */
+static void unqueue(struct relay_end *e)
+{
+	if (e->ready_events == 0)
+		return;
+	*e->ready_prevp = e->ready_next;
+	if (e->ready_next != NULL)
+		e->ready_next->ready_prevp = e->ready_prevp;
+	e->ready_events = 0;
+}
+
+static void set_events(struct relay *r, struct relay_end *e, int events)
 {
 	if (e->events == events)
 		return;
 	struct ev_loop *loop = r->dp->loop;
+	unqueue(e);
 	ev_io_stop(loop, &e->io);
 	ev_io_set(&e->io, e->fd, events);
 	if (events)
@@ -310,10 +326,11 @@ static void release_flow(struct relay *r, struct flow *f)
 		pipe_pool_put(&r->dp->pipes, f->pipe, f->in_pipe == 0);
 }
 
-static void close_end(struct relay *r, struct end *e, bool rst)
+static void close_end(struct relay *r, struct relay_end *e, bool rst)
 {
 	if (e->fd < 0)
 		return;
+	unqueue(e);
 	ev_io_stop(r->dp->loop, &e->io);
 	if (rst)
 		set_linger_zero(e->fd);
@@ -400,7 +417,7 @@ static void rearm(struct relay *r, ev_tstamp after)
 }
 
 /* Bytes the kernel still holds to send on e (not yet acknowledged). */
-static int unsent(const struct end *e)
+static int unsent(const struct relay_end *e)
 {
 	int n = 0;
 	if (ioctl(e->fd, SIOCOUTQ, &n) < 0)
@@ -413,7 +430,7 @@ static int unsent(const struct end *e)
  * RESET_LINGER), then reset it; otherwise end now. */
 static void relay_fail(struct relay *r)
 {
-	struct end *survivor = NULL, *dead = NULL;
+	struct relay_end *survivor = NULL, *dead = NULL;
 	struct flow *toward = NULL;
 
 	if (r->rst_client && !r->rst_backend) {
@@ -439,7 +456,7 @@ static void relay_fail(struct relay *r)
 /* RELAY_RESETTING: writes what is left; resets once it has been received. */
 static void resetting_step(struct relay *r)
 {
-	struct end *survivor = r->rst_client ? &r->client : &r->backend;
+	struct relay_end *survivor = r->rst_client ? &r->client : &r->backend;
 	struct flow *toward = r->rst_client ? &r->down : &r->up;
 
 	if (pending(toward) > 0 && flush(r, toward) == IO_ERROR) {
@@ -501,7 +518,7 @@ static void connected(struct relay *r)
 	watch_stalls(r);
 }
 
-static void init_end(struct relay *r, struct end *e, int fd)
+static void init_end(struct relay *r, struct relay_end *e, int fd)
 {
 	e->fd = fd;
 	e->events = 0;
@@ -509,7 +526,7 @@ static void init_end(struct relay *r, struct end *e, int fd)
 	e->io.data = r;
 }
 
-static void init_flow(struct flow *f, struct end *from, struct end *to, uint64_t *counter)
+static void init_flow(struct flow *f, struct relay_end *from, struct relay_end *to, uint64_t *counter)
 {
 	f->from = from;
 	f->to = to;
@@ -599,10 +616,31 @@ void relay_start(struct dualproxy *dp, const struct listener *l, int client_fd,
 	set_events(r, &r->backend, EV_WRITE);
 }
 
+/* libev invokes the io watchers of one poll in the reverse of the order the
+ * kernel reported them, so the socket that has waited longest would be
+ * served last.  on_io only queues the readiness (prepending, which restores
+ * the kernel's order); on_ready, a check watcher at PRIORITY_RELAY, serves
+ * the queue first in, first out once the poll's timers have run. */
 static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct relay *r = w->data;
-	struct end *e = w == &r->client.io ? &r->client : &r->backend;
+	struct relay_end *e = w == &r->client.io ? &r->client : &r->backend;
+	struct dualproxy *dp = r->dp;
+
+	(void)loop;
+	if (e->ready_events == 0) {
+		e->ready_next = dp->ready;
+		e->ready_prevp = &dp->ready;
+		if (dp->ready != NULL)
+			dp->ready->ready_prevp = &e->ready_next;
+		dp->ready = e;
+	}
+	e->ready_events |= revents;
+}
+
+static void serve(struct relay *r, struct relay_end *e, int revents)
+{
+	struct ev_loop *loop = r->dp->loop;
 
 	if (r->state == RELAY_CONNECTING) {
 		int err = backend_connect_result(e->fd);
@@ -634,6 +672,29 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	update_events(r);
 	watch_stalls(r);
+}
+
+static void on_ready(struct ev_loop *loop, ev_check *w, int revents)
+{
+	struct dualproxy *dp = w->data;
+
+	(void)loop;
+	(void)revents;
+	while (dp->ready != NULL) {
+		struct relay_end *e = dp->ready;
+		int events = e->ready_events;
+		unqueue(e);
+		serve(e->io.data, e, events);
+	}
+}
+
+void relay_init(struct dualproxy *dp)
+{
+	ev_check_init(&dp->ready_check, on_ready);
+	dp->ready_check.data = dp;
+	ev_set_priority(&dp->ready_check, PRIORITY_RELAY);
+	ev_check_start(dp->loop, &dp->ready_check);
+	ev_unref(dp->loop); /* it alone does not keep the loop running */
 }
 
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)

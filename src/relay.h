@@ -8,6 +8,10 @@
 struct dualproxy;
 struct listener;
 
+/* Starts the watcher that serves ready connections in the order they
+ * became ready; before the first relay_start. */
+void relay_init(struct dualproxy *dp);
+
 /* Starts relaying a client accepted on l: closes it at once if the service's
  * allowlist does not contain it, else connects to the service's backend of
  * the client's family (sending a PROXY header first if configured) and pumps
