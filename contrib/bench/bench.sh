@@ -47,6 +47,9 @@
 #   --threads T         wrk threads (default 2)
 #   --family 4|6|both   address families (default both)
 #   --binary PATH       dualproxy binary (default: src/dualproxy of this tree)
+#   --baseline PATH     another dualproxy build (say, of the commit before a change) run
+#                       as the target "baseline" in the same interleaved rounds; it is not
+#                       a peer, and the report adds dualproxy / baseline ratios
 #   --rounds R          rounds (default 3)
 #   --targets LIST      comma list out of direct,dualproxy,haproxy,nginx (default all;
 #                       without direct there are no "x direct" ratios)
@@ -74,6 +77,7 @@ connections=64
 threads=2
 family=both
 binary=$top/src/dualproxy
+baseline=
 rounds=3
 targets_arg=direct,dualproxy,haproxy,nginx
 workloads_arg=small-ka,small-close,bulk
@@ -94,6 +98,7 @@ while [ $# -gt 0 ]; do
 	--threads) threads=${2:?}; shift 2 ;;
 	--family) family=${2:?}; shift 2 ;;
 	--binary) binary=${2:?}; shift 2 ;;
+	--baseline) baseline=${2:?}; shift 2 ;;
 	--rounds) rounds=${2:?}; shift 2 ;;
 	--targets) targets_arg=${2:?}; shift 2 ;;
 	--workloads) workloads_arg=${2:?}; shift 2 ;;
@@ -124,6 +129,7 @@ command -v "$py" >/dev/null || die "python3 is needed"
 command -v wrk >/dev/null || die "wrk is needed (Debian: apt-get install wrk)"
 command -v nginx >/dev/null || die "nginx is needed for the backend (Debian: apt-get install nginx-light)"
 [ -x "$binary" ] || die "no dualproxy binary at $binary (build it, or pass --binary)"
+[ -z "$baseline" ] || [ -x "$baseline" ] || die "no dualproxy binary at $baseline (--baseline)"
 
 # every process may hold the 5,000 idle connections and their backend side
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -181,10 +187,10 @@ if [ "$have_v6" = no ]; then
 	fams=v4
 fi
 v6flag=; [ "$have_v6" = yes ] && v6flag=--v6
-read -r -a ports <<<"$("$py" "$helper" ports 7 $v6flag)"
-[ ${#ports[@]} -eq 7 ] || die "cannot find free ports"
+read -r -a ports <<<"$("$py" "$helper" ports 8 $v6flag)"
+[ ${#ports[@]} -eq 8 ] || die "cannot find free ports"
 i=0
-for name in direct dualproxy haproxy nginx dualproxy_idle haproxy_idle nginx_idle; do
+for name in direct dualproxy haproxy nginx dualproxy_idle haproxy_idle nginx_idle baseline; do
 	PORT[$name]=${ports[i]}; i=$((i + 1))
 done
 
@@ -246,7 +252,8 @@ EOF
 	started+=("$!")
 }
 
-start_dualproxy() { # NAME PORT
+start_dualproxy() { # NAME PORT [BINARY]
+	local bin=${3:-$binary}
 	local d=$tmp/$1
 	mkdir -p "$d"
 	cat >"$d/dualproxy.ini" <<EOF
@@ -262,9 +269,9 @@ listen = 127.0.0.1:$2$([ "$have_v6" = yes ] && echo ", [::1]:$2")
 backend4 = 127.0.0.1:${PORT[direct]}
 $([ "$have_v6" = yes ] && echo "backend6 = [::1]:${PORT[direct]}")
 EOF
-	"$binary" -t -c "$d/dualproxy.ini" >"$d/check.log" 2>&1 ||
-		{ cat "$d/check.log"; die "dualproxy rejects its configuration"; }
-	"$binary" -c "$d/dualproxy.ini" >>"$d/dualproxy.log" 2>&1 &
+	"$bin" -t -c "$d/dualproxy.ini" >"$d/check.log" 2>&1 ||
+		{ cat "$d/check.log"; die "$bin rejects its configuration"; }
+	"$bin" -c "$d/dualproxy.ini" >>"$d/dualproxy.log" 2>&1 &
 	PID[$1]=$!
 	started+=("$!")
 }
@@ -349,6 +356,7 @@ start_target() { # TARGET [idle]: starts it under the name TARGET or TARGET_idle
 	local name=$1${2:+_$2}
 	case "$1" in
 	dualproxy) start_dualproxy "$name" "${PORT[$name]}" ;;
+	baseline) start_dualproxy "$name" "${PORT[$name]}" "$baseline" ;;
 	haproxy) start_haproxy "$name" "${PORT[$name]}" ;;
 	nginx) start_nginx_stream "$name" "${PORT[$name]}" ;;
 	esac
@@ -377,6 +385,7 @@ run_targets=()
 want() { local t; for t in "${targets[@]}"; do [ "$t" = "$1" ] && return 0; done; return 1; }
 want direct && run_targets+=(direct) # the backend runs anyway; this is about measuring it alone
 want dualproxy && run_targets+=(dualproxy)
+[ -n "$baseline" ] && run_targets+=(baseline)
 if want haproxy; then
 	if command -v haproxy >/dev/null; then run_targets+=(haproxy)
 	else note "HAProxy is not installed: skipped (Debian: apt-get install haproxy)"; fi
@@ -495,6 +504,7 @@ for t in "${proxies[@]}"; do stop_pid "${PID[$t]}"; done
 if [ "$idle" -gt 0 ] && [ ${#proxies[@]} -gt 0 ]; then
 	echo "== RSS with $idle idle connections (fresh proxies, IPv4)"
 	for t in "${proxies[@]}"; do
+		[ "$t" = baseline ] && continue
 		for mode in silent partial; do
 			start_target "$t" idle || { note "$t did not start for the idle test"; continue; }
 			if ! check_target "${t}_idle"; then
@@ -518,6 +528,7 @@ fi
 	echo "wrk: -t$threads -c$connections -d${duration}s --timeout 5s, $rounds round(s), medians; nothing pinned"
 	echo "backend: $(nginx -v 2>&1 | sed 's/^nginx version: //'), worker_processes $backend_workers, sendfile, keep-alive"
 	echo "dualproxy: $("$binary" -V 2>&1 | head -n 1) ($binary), one thread"
+	[ -n "$baseline" ] && echo "baseline: $("$baseline" -V 2>&1 | head -n 1) ($baseline), one thread"
 	for t in "${run_targets[@]}"; do
 		case "$t" in
 		haproxy) echo "haproxy: $(haproxy -v 2>&1 | head -n 1 | sed 's/ - http.*//'), mode tcp, option splice-auto, nbthread 1" ;;

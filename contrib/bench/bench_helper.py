@@ -406,8 +406,8 @@ def cmd_syscalls(a):
 
 # ---------------------------------------------------------------- report
 WORKLOADS = [("small-ka", "rps"), ("small-close", "rps"), ("bulk", "mbps")]
-TARGETS = ["direct", "dualproxy", "haproxy", "nginx"]
-PROXIES = ["dualproxy", "haproxy", "nginx"]
+TARGETS = ["direct", "dualproxy", "baseline", "haproxy", "nginx"]
+PROXIES = ["dualproxy", "haproxy", "nginx"]  # "baseline" (another dualproxy build) is no peer
 GOALS = {"small-ka": 1.3, "small-close": 1.2, "bulk": 1.5}
 
 
@@ -424,6 +424,31 @@ def _load(path):
 
 def _fmt(v, spec, dash="-"):
     return dash if v is None else format(v, spec)
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def _report_baseline(med):
+    """dualproxy / baseline per workload and family, when --baseline ran."""
+    rows = []
+    for wl, prim in WORKLOADS:
+        for fam in ("v4", "v6"):
+            new, old = med.get((wl, fam, "dualproxy")), med.get((wl, fam, "baseline"))
+            if new and old:
+                rows.append((wl, fam, prim, _ratio(new[prim], old[prim]),
+                             _ratio(new["p99_us"], old["p99_us"]),
+                             _ratio(new.get("cpu_us_per_req"), old.get("cpu_us_per_req"))))
+    if not rows:
+        return
+    print()
+    print("dualproxy / baseline, same run (medians; req/s or MB/s: >1 is better; p99 and CPU per")
+    print("request: <1 is better)")
+    print(f"{'workload':<11} {'fam':<3} {'metric':<6} {'x baseline':>10} {'p99 x baseline':>14} {'us/req x baseline':>17}")
+    for wl, fam, prim, x, p99, cpu in rows:
+        metric = "req/s" if prim == "rps" else "MB/s"
+        print(f"{wl:<11} {fam:<3} {metric:<6} {_fmt(x, '>9.3f'):>10} {_fmt(p99, '>13.3f'):>14} {_fmt(cpu, '>16.3f'):>17}")
 
 
 def cmd_report(a):
@@ -495,6 +520,7 @@ def cmd_report(a):
             print()
     rounds = sorted({r.get("round") for r in results})
     print(f"({len(results)} runs in {len(rounds)} round(s))")
+    _report_baseline(med)
     errs = [r for r in results if r.get("error_lines")]
     if errs or failed:
         print("wrk errors:")
