@@ -553,7 +553,9 @@ class Backends:
     def _call(self, coro, timeout=None):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(T(10) if timeout is None else timeout)
 
-    def _serve(self, host, handler):
+    def _serve(self, host, handler, port=0):
+        """Serves handler(reader, writer) on host:port (0: any); returns
+        (host, port)."""
         async def wrapped(reader, writer):
             self.accepted += 1
             self.writers.add(writer)
@@ -571,9 +573,9 @@ class Backends:
                     pass
 
         async def start():
-            srv = await asyncio.start_server(wrapped, host=host, port=0,
+            srv = await asyncio.start_server(wrapped, host=host, port=port,
                                              family=family_of(host), backlog=4096,
-                                             limit=1 << 20)
+                                             reuse_address=True, limit=1 << 20)
             self.servers.append(srv)
             return srv.sockets[0].getsockname()[:2]
 
@@ -722,6 +724,13 @@ def backends():
     b = Backends()
     yield b
     b.close()
+
+
+@pytest.fixture
+def tagged(backends):
+    """A tagged echo backend on each family (tags 'v4' and 'v6'):
+    ((host4, port4), (host6, port6))."""
+    return backends.start_tagged(V4, "v4"), backends.start_tagged(V6, "v6")
 
 
 def do_xfer(host, port, up_size, down_size, seed, timeout=None):
@@ -1043,42 +1052,25 @@ class BackendRecord:
 
 
 def serve_at(backends, host, port, handler, record=None):
-    """Like Backends._serve but on a chosen `port` (0: any), counting accepts
-    in `record` (a BackendRecord, created if None). The server is closed with
+    """Backends._serve on a chosen `port` (0: any), counting accepts in
+    `record` (a BackendRecord, created if None); handler(reader, writer, buf,
+    record) gets the connection's receive buffer. The server is closed with
     the `backends` fixture. Returns ((host, port), record)."""
     record = BackendRecord() if record is None else record
 
-    async def wrapped(reader, writer):
-        backends.accepted += 1
+    async def counted(reader, writer):
         with record.lock:
             record.accepted += 1
             buf = bytearray()
             record.conns.append(buf)
             record.peers.append(writer.get_extra_info("peername"))
-        backends.writers.add(writer)
         try:
             await handler(reader, writer, buf, record)
-        except (ConnectionError, BrokenPipeError):
-            pass
-        except Exception as e:  # keep for debugging
-            backends.errors.append(repr(e))
         finally:
             with record.lock:
                 record.done += 1
-            backends.writers.discard(writer)
-            try:
-                writer.close()
-            except Exception:
-                pass
 
-    async def start():
-        srv = await asyncio.start_server(wrapped, host=host, port=port,
-                                         family=family_of(host), backlog=4096,
-                                         reuse_address=True, limit=1 << 20)
-        backends.servers.append(srv)
-        return srv.sockets[0].getsockname()[:2]
-
-    return tuple(backends._call(start())), record
+    return backends._serve(host, counted, port), record
 
 
 def start_counted_tagged(backends, host, tag, port=0):

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import (V4, V6, T, connect, expect_rst, fmt_addr, free_dual_port, free_port,
-                      ini, klipper_env, klipper_ports, scrape, start_counted_tagged,
+from conftest import (V4, V6, T, connect, expect_rst, fmt_addr, distinct_dual_ports, free_dual_port,
+                      free_port, ini, klipper_env, klipper_ports, scrape, start_counted_tagged,
                       tagged_echo, wait_metric)
 
 
@@ -163,10 +163,7 @@ def test_ini_allow_bare_address_is_host_prefix(proxy_factory, counted):
 def test_ini_allow_is_repeatable_and_per_family(proxy_factory, counted):
     """Repeated keys add up. Unlike SRC_RANGES, an INI list that names only
     IPv4 prefixes does not let IPv6 clients in (and vice versa)."""
-    p1 = free_dual_port()
-    p2 = free_dual_port()
-    while p2 == p1:
-        p2 = free_dual_port()
+    p1, p2 = distinct_dual_ports(2)
     proxy_factory(ini(service("only6", p1, counted, ["10.0.0.0/8", "::1/128"])
                       + service("only4", p2, counted, ["127.0.0.0/8"])))
     assert tagged_echo(V6, p1, b"in\n") == "v6 AF_INET6"
@@ -180,10 +177,7 @@ def test_ini_allow_is_repeatable_and_per_family(proxy_factory, counted):
 def test_allow_applies_per_service(proxy_factory, counted):
     """A denying service next to an open one: only its clients are refused,
     and only its denied counter moves."""
-    p1 = free_dual_port()
-    p2 = free_dual_port()
-    while p2 == p1:
-        p2 = free_dual_port()
+    p1, p2 = distinct_dual_ports(2)
     mport = free_port()
     proxy_factory(ini("""
         [global]

@@ -22,9 +22,8 @@ import random
 import socket
 import struct
 
-from conftest import (V4, V6, T, fmt_addr, free_dual_port, ini,
-                      proc_fd_kinds, proc_fds_but_pipes, proc_rss_kib, wait_fds_back,
-                      wait_until)
+from conftest import (V4, V6, T, distinct_dual_ports, fmt_addr, ini, proc_fd_kinds,
+                      proc_fds_but_pipes, proc_rss_kib, wait_fds_back, wait_until)
 
 WARMUP = 2.5        # seconds
 MAIN = 10.0         # seconds
@@ -217,9 +216,7 @@ def round_of(ports, seconds, seed):
 def test_hostile_clients(proxy_factory, backends):
     e4, e6 = backends.start_echo(V4), backends.start_echo(V6)
     s4, s6 = backends.start_sink(V4), backends.start_sink(V6)
-    echo, sink = free_dual_port(), free_dual_port()
-    while sink == echo:
-        sink = free_dual_port()
+    echo, sink = distinct_dual_ports(2)
     proxy = proxy_factory(ini("""
         [global]
         log_level = debug

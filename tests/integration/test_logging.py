@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import (CONN_RE, V4, V6, T, connect, do_xfer, fmt_addr,
+from conftest import (CONN_RE, V4, V6, T, connect, do_xfer, fmt_addr, distinct_dual_ports,
                       free_dual_port, ini, local_addr, pattern, recv_exact, sha256)
 
 
@@ -74,10 +74,7 @@ def test_connection_log_line_format(proxy_factory, backends):
 def test_startup_lines(proxy_factory, backends):
     e4 = backends.start_echo(V4)
     e6 = backends.start_echo(V6)
-    p1 = free_dual_port()
-    p2 = free_dual_port()
-    while p2 == p1:
-        p2 = free_dual_port()
+    p1, p2 = distinct_dual_ports(2)
     proxy = proxy_factory(ini("""
         [global]
         log_level = info

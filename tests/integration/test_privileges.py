@@ -62,11 +62,6 @@ def relay_config(tagged, port, global_lines=""):
     """ % (global_lines, port, fmt_addr(h4, p4), fmt_addr(h6, p6)))
 
 
-@pytest.fixture
-def tagged(backends):
-    return backends.start_tagged(V4, "v4"), backends.start_tagged(V6, "v6")
-
-
 def check_relays(port):
     assert tagged_echo(V4, port, b"over ipv4\n" * 7) == "v4 AF_INET"
     assert tagged_echo(V6, port, b"over ipv6\n" * 9) == "v6 AF_INET6"

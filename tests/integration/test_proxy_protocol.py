@@ -19,9 +19,9 @@ import socket
 
 import pytest
 
-from conftest import (V4, V6, T, connect, fmt_addr, free_dual_port, ini, pattern,
-                      proxy_header_v1, proxy_header_v2, recv_until_eof,
-                      start_recorder, wait_until)
+from conftest import (V4, V6, T, connect, fmt_addr, distinct_dual_ports, free_dual_port, ini,
+                      pattern, proxy_header_v1, proxy_header_v2, recv_until_eof, start_recorder,
+                      wait_until)
 
 FAMILY = {V4: "ipv4", V6: "ipv6"}
 
@@ -143,10 +143,7 @@ def test_proxy_header_explicit_listen(proxy_factory, recorders, version):
 def test_proxy_protocol_per_service(proxy_factory, recorders):
     """Two services on the same backends: only the one that asks for it
     sends a header."""
-    p1 = free_dual_port()
-    p2 = free_dual_port()
-    while p2 == p1:
-        p2 = free_dual_port()
+    p1, p2 = distinct_dual_ports(2)
     proxy_factory(ini("""
         [with]
         listen = %d

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from conftest import (EX_OSERR, V4, V6, T, connect, fmt_addr, free_dual_port,
+from conftest import (EX_OSERR, V4, V6, T, connect, fmt_addr, distinct_dual_ports, free_dual_port,
                       free_port, ini, recv_exact, recv_line, run_dualproxy)
 
 
@@ -20,13 +20,6 @@ def ask(host, port, payload=b"ping\n"):
         s.sendall(payload)
         assert recv_exact(s, len(payload)) == payload
         return tag
-
-
-@pytest.fixture
-def tagged(backends):
-    b4 = backends.start_tagged(V4, "v4")
-    b6 = backends.start_tagged(V6, "v6")
-    return b4, b6
 
 
 def test_family_routing_bare_port(proxy_factory, tagged):
@@ -104,10 +97,7 @@ def test_fallback_to_other_family(proxy_factory, tagged):
     """only4 has just backend4: an IPv6 client is served through it.
     only6 has just backend6: an IPv4 client is served through it."""
     (h4, p4), (h6, p6) = tagged
-    port4 = free_dual_port()
-    port6 = free_dual_port()
-    while port6 == port4:
-        port6 = free_dual_port()
+    port4, port6 = distinct_dual_ports(2)
     proxy_factory(ini("""
         [only4]
         listen = %d
@@ -128,10 +118,7 @@ def test_several_services(proxy_factory, backends):
     a6 = backends.start_tagged(V6, "a6")
     b4 = backends.start_tagged(V4, "b4")
     b6 = backends.start_tagged(V6, "b6")
-    pa = free_dual_port()
-    pb = free_dual_port()
-    while pb == pa:
-        pb = free_dual_port()
+    pa, pb = distinct_dual_ports(2)
     proxy = proxy_factory(ini("""
         [alpha]
         listen = %d

@@ -21,11 +21,6 @@ def draining_re(n, seconds):
     return r"draining %d connections? for up to %s(?:\.0+)?s\b" % (n, seconds)
 
 
-@pytest.fixture
-def tagged(backends):
-    return backends.start_tagged(V4, "v4"), backends.start_tagged(V6, "v6")
-
-
 def start(proxy_factory, tagged, drain):
     (h4, p4), (h6, p6) = tagged
     port = free_dual_port()
