@@ -23,7 +23,6 @@ Helpers provided here:
 """
 
 import asyncio
-import errno
 import hashlib
 import os
 import queue

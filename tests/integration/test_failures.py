@@ -171,7 +171,6 @@ def test_idle_timeout(proxy_factory, backends, where):
             addr = local_addr(s)
             s.sendall(b"x")
             assert recv_exact(s, 1) == b"x"
-            t0 = time.monotonic()
             kind, elapsed, data = wait_closed(s, T(3.0))
         finally:
             s.close()

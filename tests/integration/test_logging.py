@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import (CONN_RE, V4, V6, T, connect, do_xfer, fmt_addr, distinct_dual_ports,
+from conftest import (V4, V6, T, connect, do_xfer, fmt_addr, distinct_dual_ports,
                       free_dual_port, ini, local_addr, pattern, recv_exact, sha256)
 
 

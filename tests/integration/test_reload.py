@@ -30,7 +30,7 @@ import time
 import pytest
 
 from conftest import (CAP_NET_BIND_SERVICE, V4, V6, T, assert_refused,
-                      connect, distinct_dual_ports, fmt_addr, free_port, ini,
+                      connect, distinct_dual_ports, fmt_addr, ini,
                       is_readable, listen_sockets, local_addr, low_dual_port,
                       needs_root, pattern, recv_exact, recv_line,
                       run_dualproxy, status_caps, status_ids, tagged_echo,
