@@ -172,6 +172,37 @@ char *addr_format(const struct addr *a, char *buf)
 	return buf;
 }
 
+size_t addr_key(const struct addr *a, unsigned char key[ADDR_KEY_MAX])
+{
+	key[0] = (unsigned char)a->u.sa.sa_family;
+	if (a->u.sa.sa_family == AF_INET) {
+		memcpy(key + 1, &a->u.in.sin_port, 2);
+		memcpy(key + 3, &a->u.in.sin_addr, 4);
+		return 7;
+	}
+	if (a->u.sa.sa_family == AF_INET6) {
+		memcpy(key + 1, &a->u.in6.sin6_port, 2);
+		memcpy(key + 3, &a->u.in6.sin6_addr, 16);
+		memcpy(key + 19, &a->u.in6.sin6_scope_id, 4);
+		return 23;
+	}
+	return 1;
+}
+
+bool addr_is_wildcard(const struct addr *a)
+{
+	if (a->u.sa.sa_family == AF_INET)
+		return a->u.in.sin_addr.s_addr == htonl(INADDR_ANY);
+	return a->u.sa.sa_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr);
+}
+
+bool addr_overlaps(const struct addr *a, const struct addr *b)
+{
+	if (addr_family(a) != addr_family(b) || addr_port(a) != addr_port(b))
+		return false;
+	return addr_is_wildcard(a) || addr_is_wildcard(b) || addr_equal(a, b);
+}
+
 int addr_family(const struct addr *a)
 {
 	return a->u.sa.sa_family;

@@ -85,8 +85,21 @@ int cidr_list_add(struct cidr_list *list, const struct cidr *c, const char **err
 		*err = "too many prefixes (at most 64)";
 		return -1;
 	}
+	struct cidr *items = realloc(list->items, (list->n + 1) * sizeof(*items));
+	if (items == NULL) {
+		*err = "out of memory";
+		return -1;
+	}
+	list->items = items;
 	list->items[list->n++] = *c;
 	return 0;
+}
+
+void cidr_list_free(struct cidr_list *list)
+{
+	free(list->items);
+	list->items = NULL;
+	list->n = 0;
 }
 
 static bool prefix_match(const unsigned char *a, const unsigned char *net, unsigned prefix)

@@ -549,10 +549,18 @@ static void test_lifecycle_keys(void **state)
 	assert_true(cfg->drain_timeout == 0.25);
 	config_unref(cfg);
 
-	assert_config_error("[global]\n"
-			    "user = no-such-user-here\n"
-			    WEB_SERVICE,
-			    2, "user: no such user 'no-such-user-here'");
+	/* the name service is asked at start-up and by -t, never on reload */
+	cfg = config_load_string(CFG_NAME, "[global]\nuser = no-such-user-here\n" WEB_SERVICE,
+				 &err);
+	assert_non_null(cfg);
+	assert_int_equal(config_check_user(cfg, &err), -1);
+	assert_int_equal(err.line, 2);
+	assert_string_equal(err.msg, "user: no such user 'no-such-user-here'");
+	config_unref(cfg);
+	cfg = config_load_string(CFG_NAME, "[global]\nuser = root\n" WEB_SERVICE, &err);
+	assert_non_null(cfg);
+	assert_int_equal(config_check_user(cfg, &err), 0);
+	config_unref(cfg);
 	assert_config_error("[global]\n"
 			    "log_level = info\n"
 			    "keep_net_bind = maybe\n"
