@@ -15,6 +15,15 @@
 * `promtool check metrics` on a scrape of that busy dualproxy;
   `promtool check rules` and `promtool test rules` for the alerts, and every
   alert has a case in alerts_test.yml where it fires and one where it must not.
+* The metrics endpoint on an internet-facing node: two network namespaces
+  joined by a veth pair, dualproxy in one with `metrics_listen = 9180` (every
+  address, as the shipped ConfigMap has it), clients in the other from
+  addresses inside and just outside the default `metrics_allow` ranges
+  (loopback and private: 127.0.0.0/8, ::1/128, 10.0.0.0/8, 172.16.0.0/12,
+  192.168.0.0/16, 100.64.0.0/10, fc00::/7, fe80::/10): outside is reset at
+  once with no byte of answer and counted in dualproxy_metrics_denied_total;
+  an explicit, repeated, blank- or comma-separated metrics_allow replaces the
+  default.
 * The shipped files agree: the DaemonSet's prometheus.io annotations and the
   ConfigMap's metrics_listen; the scrape configs of contrib/kubernetes/README.md
   (the pod-discovery one applied by the same Prometheus to the pods Kubernetes
@@ -28,10 +37,12 @@ import functools
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -47,9 +58,9 @@ try:
 except ImportError:  # reported by the tests that need it
     yaml = None
 
-from conftest import (V4, V6, T, Backends, Proxy, _stop_checked, connect, expect_rst,
+from conftest import (IS_ROOT, V4, V6, T, Backends, Proxy, _stop_checked, connect, expect_rst,
                       fmt_addr, free_dual_port, free_port, http_get, ini, make_public_dir,
-                      pattern, proc_cpu_seconds, proc_nofile, proc_status,
+                      needs_root, pattern, proc_cpu_seconds, proc_nofile, proc_status,
                       recv_line, require_binary, run_dualproxy, scrape, tagged_echo,
                       unused_port)
 
@@ -1073,3 +1084,239 @@ def test_shipped_config_documents_metrics_allow_default(where, tmp_path):
                            flags=re.M))
     r = run_dualproxy("-t", "-c", str(path))
     assert r.returncode == 0, r.stderr
+
+
+# --------------------------------------------------------------------------
+# metrics_allow from outside: two network namespaces
+
+# (server address, client address, prefix length, allowed by default)
+NET = [
+    ("198.51.100.1", "198.51.100.2", 24, False),   # TEST-NET-2: a public client
+    ("203.0.113.1", "203.0.113.2", 24, False),     # TEST-NET-3
+    ("2001:db8:51::1", "2001:db8:51::2", 64, False),
+    ("10.11.12.1", "10.11.12.2", 24, True),
+    ("172.16.0.1", "172.16.0.2", 24, True),
+    ("172.31.255.1", "172.31.255.2", 24, True),
+    ("192.168.255.1", "192.168.255.2", 24, True),
+    ("100.64.0.1", "100.64.0.2", 24, True),
+    ("100.127.255.1", "100.127.255.2", 24, True),
+    ("fd12:3456:789a::1", "fd12:3456:789a::2", 64, True),
+    ("fc00:1::1", "fc00:1::2", 64, True),
+    ("fe80::1", "fe80::2", 64, True),
+    # just outside the private ranges
+    ("9.255.255.1", "9.255.255.2", 24, False),
+    ("11.0.0.1", "11.0.0.2", 24, False),
+    ("172.15.255.1", "172.15.255.2", 24, False),
+    ("172.32.0.1", "172.32.0.2", 24, False),
+    ("192.167.255.1", "192.167.255.2", 24, False),
+    ("192.169.0.1", "192.169.0.2", 24, False),
+    ("100.63.255.1", "100.63.255.2", 24, False),
+    ("100.128.0.1", "100.128.0.2", 24, False),
+    ("fbff::1", "fbff::2", 64, False),
+    ("fe00::1", "fe00::2", 64, False),
+    ("fec0::1", "fec0::2", 64, False),
+]
+EXTRA_CLIENT = "172.31.255.3"  # a second client in 172.31.255.0/24
+METRICS_PORT = 9180
+SRV_DEV, CLI_DEV = "dpx-srv", "dpx-cli"
+
+# Runs in a namespace: one HTTP GET per attempt, in order; prints the results.
+CLIENT = r"""
+import json, socket, sys, time
+out = []
+for a in json.loads(sys.argv[1]):
+    v6 = ":" in a["dst"]
+    scope = socket.if_nametoindex(a["dev"]) if a.get("dev") else 0
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(a["timeout"])
+    r = {"src": a["src"], "path": a["path"], "connect": None, "end": None, "data": ""}
+    data = b""
+    t0 = time.monotonic()
+    try:
+        s.bind((a["src"], 0, 0, scope) if v6 else (a["src"], 0))
+        s.connect((a["dst"], a["port"], 0, scope) if v6 else (a["dst"], a["port"]))
+        r["connect"] = "ok"
+        s.sendall(("GET %s HTTP/1.1\r\nHost: m\r\n\r\n" % a["path"]).encode())
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                r["end"] = "eof"
+                break
+            data += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        r["end"] = "reset"
+    except ConnectionRefusedError:
+        r["connect"] = "refused"
+    except socket.timeout:
+        r["end"] = "timeout"
+    except OSError as e:
+        r["end"] = "error: %s" % e
+    finally:
+        s.close()
+    r["elapsed"] = time.monotonic() - t0
+    r["data"] = data.decode("latin-1")
+    out.append(r)
+print(json.dumps(out))
+"""
+
+
+def ip(*args):
+    r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=T(10))
+    assert r.returncode == 0, "ip %s: %s" % (" ".join(args), r.stderr.strip())
+
+
+class NetPair:
+    """Two new network namespaces, srv and cli, joined by a veth pair that
+    carries every address pair of NET (nodad, usable at once)."""
+
+    def __init__(self):
+        tag = "%d-%s" % (os.getpid(), secrets.token_hex(3))
+        self.srv, self.cli = "dpx-metrics-srv-" + tag, "dpx-metrics-cli-" + tag
+        self.made = []
+
+    def create(self):
+        if shutil.which("ip") is None:
+            pytest.fail("ip (iproute2) not found", pytrace=False)
+        for ns in (self.srv, self.cli):
+            ip("netns", "add", ns)
+            self.made.append(ns)
+        ip("link", "add", SRV_DEV, "netns", self.srv, "type", "veth",
+           "peer", "name", CLI_DEV, "netns", self.cli)
+        for ns, dev, idx in ((self.srv, SRV_DEV, 0), (self.cli, CLI_DEV, 1)):
+            ip("-n", ns, "link", "set", "lo", "up")
+            ip("-n", ns, "link", "set", dev, "addrgenmode", "none")
+            for pair in NET:
+                addr, plen = pair[idx], pair[2]
+                extra = ["nodad"] if ":" in addr else []
+                ip("-n", ns, "addr", "add", "%s/%d" % (addr, plen), "dev", dev, *extra)
+            if ns == self.cli:
+                ip("-n", ns, "addr", "add", EXTRA_CLIENT + "/24", "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
+        return self
+
+    def delete(self):
+        for ns in self.made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=T(10))
+
+    def run(self, ns, attempts):
+        """Runs CLIENT in namespace ns; returns its results."""
+        for a in attempts:
+            a.setdefault("timeout", T(5))
+            a.setdefault("path", "/metrics")
+            a.setdefault("port", METRICS_PORT)
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT,
+                            json.dumps(attempts)], capture_output=True, text=True,
+                           timeout=T(10) + sum(a["timeout"] for a in attempts))
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+
+@pytest.fixture(scope="module")
+def netpair():
+    if not IS_ROOT:
+        pytest.skip("needs root: creates network namespaces")
+    pair = NetPair()
+    try:
+        yield pair.create()
+    finally:
+        pair.delete()
+
+
+def from_client(src):
+    """An attempt from the client namespace's `src` to its server address."""
+    for srv, cli, _, _ in NET:
+        if cli == src or (src == EXTRA_CLIENT and srv == "172.31.255.1"):
+            a = {"src": src, "dst": srv}
+            if srv.startswith("fe80:"):
+                a["dev"] = CLI_DEV
+            return a
+    raise KeyError(src)
+
+
+def start_in_srv(proxy_factory, netpair, allow_lines=()):
+    """dualproxy in the server namespace: metrics on every address (a bare
+    port, as the shipped ConfigMap has it), with the given metrics_allow lines."""
+    text = ini("""
+        [global]
+        metrics_listen = %d
+    """ % METRICS_PORT) + "".join("%s\n" % l for l in allow_lines) + ini("""
+        [web]
+        listen = 127.0.0.1:8080
+        backend4 = 127.0.0.1:9
+    """)
+    return proxy_factory(text, wrapper=("ip", "netns", "exec", netpair.srv))
+
+
+def assert_served(r, what="/metrics"):
+    assert r["connect"] == "ok" and r["end"] == "eof", r
+    assert r["data"].startswith("HTTP/1.1 200 "), r
+    if what == "/metrics":
+        assert "dualproxy_build_info" in r["data"], r
+
+
+def assert_reset(r):
+    """Closed at once with RST, not a byte of answer."""
+    assert r["end"] == "reset" or r["connect"] == "refused", r
+    assert r["data"] == "", "a client outside metrics_allow got an answer: %r" % r["data"][:200]
+    assert r["elapsed"] < T(1), "closed after %.2fs, not at once" % r["elapsed"]
+
+
+def denied_count(r):
+    m = re.search(r"^dualproxy_metrics_denied_total (\S+)$", r["data"], re.M)
+    assert m, "no dualproxy_metrics_denied_total in %r" % r["data"][-2000:]
+    return float(m.group(1))
+
+
+@needs_root
+def test_metrics_allow_default_admits_only_loopback_and_private(netpair, proxy_factory):
+    start_in_srv(proxy_factory, netpair)
+    attempts = [from_client(cli) for _, cli, _, _ in NET]
+    attempts.append(dict(from_client("198.51.100.2"), path="/healthz"))
+    results = netpair.run(netpair.cli, attempts)
+    refused = 0
+    for (srv, cli, _, allowed), r in zip(NET, results):
+        if allowed:
+            assert_served(r)
+        else:
+            assert_reset(r)
+            refused += 1
+    assert_reset(results[-1])  # /healthz too
+    refused += 1
+    # loopback in the server's namespace: 127.0.0.0/8 and ::1
+    local = netpair.run(netpair.srv, [{"src": "127.1.2.3", "dst": "127.0.0.1"},
+                                      {"src": "::1", "dst": "::1", "path": "/healthz"},
+                                      {"src": "127.0.0.1", "dst": "127.0.0.1"}])
+    assert_served(local[0])
+    assert_served(local[1], "/healthz")
+    assert local[1]["data"].endswith("\r\n\r\nok\n"), local[1]
+    assert_served(local[2])
+    assert denied_count(local[2]) == refused
+
+
+@needs_root
+def test_metrics_allow_explicit_prefix(netpair, proxy_factory):
+    """metrics_allow = 198.51.100.0/24: that public client is served, private
+    ones (the default's) and the other family are not."""
+    start_in_srv(proxy_factory, netpair, ["metrics_allow = 198.51.100.0/24"])
+    refused = ["203.0.113.2", "2001:db8:51::2", "10.11.12.2", "fd12:3456:789a::2",
+               "192.168.255.2", "fe80::2"]
+    results = netpair.run(netpair.cli, [from_client(c) for c in refused]
+                          + [from_client("198.51.100.2")])
+    for r in results[:-1]:
+        assert_reset(r)
+    assert_served(results[-1])
+    assert denied_count(results[-1]) == len(refused)
+
+
+@needs_root
+def test_metrics_allow_repeated_and_blank_separated(netpair, proxy_factory):
+    start_in_srv(proxy_factory, netpair, ["metrics_allow = 203.0.113.0/24 2001:db8:51::/64",
+                                          "metrics_allow = 172.31.255.2/32, fe80::/10"])
+    refused = ["198.51.100.2", EXTRA_CLIENT, "10.11.12.2", "fd12:3456:789a::2"]
+    served = ["203.0.113.2", "2001:db8:51::2", "fe80::2", "172.31.255.2"]
+    results = netpair.run(netpair.cli, [from_client(c) for c in refused + served])
+    for r in results[:len(refused)]:
+        assert_reset(r)
+    for r in results[len(refused):]:
+        assert_served(r)
+    assert denied_count(results[-1]) == len(refused)
