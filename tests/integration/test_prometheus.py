@@ -431,8 +431,8 @@ def stack():
         st.proxy.start()
         st.target = "127.0.0.1:%d" % st.mport
 
-        st.prom = Prometheus([st.target], rule_files=[ALERTS],
-                             extra_jobs=[readme_pod_job]).start()
+        st.prom = Prometheus([st.target], rule_files=[ALERTS], extra_jobs=[readme_pod_job])
+        st.prom.start()
         st.t_start = st.prom.started
 
         # two scrapes before the traffic: rate() then has a zero to start from
