@@ -168,7 +168,9 @@ class Pod:
             if m:
                 return m
             info = self.inspect(container)
-            if info["State"]["Status"] != "running" or info.get("RestartCount", 0):
+            # "stopping": SIGTERM sent by `podman stop`, the process still runs
+            if info["State"]["Status"] not in ("running", "stopping") \
+                    or info.get("RestartCount", 0):
                 raise AssertionError(
                     "%s is %s (exit %s, %s restarts) before logging /%s/:\n%s"
                     % (self.ctr(container), info["State"]["Status"],
