@@ -39,6 +39,10 @@ cleanup() {
 	for pod in $(podman pod ls --format '{{.Name}}' --filter "name=^dpc$run-" 2>/dev/null); do
 		podman pod rm -f -t 0 "$pod" >/dev/null 2>&1 || :
 	done
+	for ctr in $(podman ps -a --format '{{.Names}}' --filter "name=^dpc$run-" 2>/dev/null); do
+		podman rm -f -t 0 "$ctr" >/dev/null 2>&1 || :
+	done
+	podman rmi -f "localhost/dualproxy-context:$run" >/dev/null 2>&1 || :
 	ip link del "dpc${run}h" >/dev/null 2>&1 || :
 	ip netns del "dpc$run" >/dev/null 2>&1 || :
 	[ -z "$built" ] || podman rmi -f "$built" >/dev/null 2>&1 || :

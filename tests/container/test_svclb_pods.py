@@ -141,7 +141,7 @@ def test_k3s_svclb_shape(svclb):
                 "%s was not given NET_ADMIN: %r" % (pod.ctr(c["name"]), info["EffectiveCaps"])
             port = servicelb.env_of(c)["SRC_PORT"]
             proto = c["name"].split("-")[1]
-            pod.wait_log(c["name"], r"listening on 0\.0\.0\.0:%s \(lb-%s-%s\)"
+            pod.wait_log(c["name"], r"listening on 0\.0\.0\.0:%s\b[^\n]*\(lb-%s-%s\)"
                          % (port, proto, port), timeout=0)
 
     web = envs[tcp(svclb.web)]
