@@ -25,8 +25,9 @@ namespace (addresses outside 127.0.0.0/8 and ::1). Backends are tagged: each
 answer names the backend and the family it saw; payloads are checked by
 SHA-256. Every container's dualproxy is checked in /proc: no capability
 beyond CAP_NET_BIND_SERVICE (NET_ADMIN was given), no_new_privs, not root.
-SIGTERM: idle containers exit 0 at once; one with a connection open drains it
-and exits 0 inside Kubernetes' 30 s grace period.
+SIGTERM: idle containers exit 0 at once; one with a connection open keeps
+relaying it and exits 0 as soon as it ends, or at the 25 s drain_timeout,
+inside Kubernetes' 30 s grace period.
 
 UDP: the lb-udp container is part of the traefik pod when the image's
 dualproxy accepts DEST_PROTO=UDP (asked of the binary with `dualproxy -t`);
@@ -36,6 +37,7 @@ until it does, only test_udp is skipped and says why.
 import re
 import socket
 import threading
+import time
 
 import pytest
 
@@ -257,7 +259,7 @@ def test_udp(svclb, udp_support):
 
 def test_sigterm_idle_containers_exit_at_once(svclb):
     """`podman stop -t 30` on containers without connections: exit 0 at once."""
-    for name in ("whoami4", "internal", "local"):
+    for name in ("whoami4", "internal"):
         pod = svclb.pods[name]
         for c in pod.containers:
             code, elapsed = pod.stop(c)
@@ -266,6 +268,33 @@ def test_sigterm_idle_containers_exit_at_once(svclb):
             assert elapsed < 3, "%s took %.1fs to stop with no connection" % (pod.ctr(c),
                                                                              elapsed)
             assert re.search(r"draining 0 connections", pod.logs(c)), pod.logs(c)[-2000:]
+
+
+def test_sigterm_exits_when_the_last_connection_ends(svclb, open_sockets):
+    """SIGTERM with a connection open: the drain ends as soon as that
+    connection does, not at drain_timeout."""
+    pod, port = svclb.pods["local"], svclb.local
+    (c,) = pod.containers
+    live = client(V4, port, timeout=10)
+    open_sockets.append(live)
+    assert it.recv_line(live).decode().strip() == "node4 AF_INET"
+    since = len(pod.logs(c))
+    result = {}
+    stopper = threading.Thread(target=lambda: result.update(stop=pod.stop(c)))
+    stopper.start()
+    try:
+        pod.wait_log(c, r"SIG\w+: draining 1 connections", since=since)
+        live.sendall(b"still relayed\n")
+        assert it.recv_exact(live, 14) == b"still relayed\n"
+        live.shutdown(socket.SHUT_WR)
+        assert it.recv_until_eof(live) == b""
+        closed = time.monotonic()
+    finally:
+        stopper.join(K8S_GRACE_SECONDS + 30)
+    code, _ = result["stop"]
+    assert code == 0, "%s exited %s:\n%s" % (pod.ctr(c), code, pod.logs(c)[-2000:])
+    assert time.monotonic() - closed < 3, \
+        "%s went on draining after its last connection ended" % pod.ctr(c)
 
 
 def test_sigterm_drains_an_open_connection(svclb, open_sockets):
