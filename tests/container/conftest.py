@@ -337,10 +337,16 @@ def free_port_on(hosts, udp=False, low=None, high=None):
     raise RuntimeError("no port free on %s" % (hosts,))
 
 
-def free_service_port(udp=False):
-    """A port free on 0.0.0.0 and [::] (for TCP, and UDP with udp=True): a
-    port a svclb container can take on both families."""
-    return free_port_on(("0.0.0.0", "::"), udp=udp)
+def service_ports(n, udp=False):
+    """n different ports, each free on 0.0.0.0 and [::] (for TCP, and UDP with
+    udp=True): ports svclb containers can take on both families. Pick them
+    after the backends are listening, so that none is a backend's port."""
+    ports = []
+    while len(ports) < n:
+        port = free_port_on(("0.0.0.0", "::"), udp=udp)
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def tagged_pair(backends, host4, host6, tag4, tag6, port=None):
@@ -369,11 +375,11 @@ def retarget_env_daemonset(ds, image, backends, addresses):
     loopback address). Returns {container: (SRC_PORT, record4, record6)}."""
     import servicelb
     out = {}
-    for c in ds["spec"]["template"]["spec"]["containers"]:
+    containers = ds["spec"]["template"]["spec"]["containers"]
+    dests = [tagged_pair(backends, V4, V6, c["name"] + "/4", c["name"] + "/6")
+             for c in containers]
+    for c, src, (dest, rec4, rec6) in zip(containers, service_ports(len(containers)), dests):
         env = servicelb.env_of(c)
-        src = free_service_port()
-        dest, rec4, rec6 = tagged_pair(backends, V4, V6, c["name"] + "/4", c["name"] + "/6",
-                                       port=free_port_on((V4, V6)))
         c["image"] = image
         servicelb.set_env(c, "SRC_PORT", str(src))
         servicelb.set_env(c, "DEST_PORT", str(dest))

@@ -38,7 +38,7 @@ import yaml
 
 import servicelb
 from conftest import (CAP_NET_BIND_SERVICE, SRCDIR, V4, V6, check_privileges, differences,
-                      exchange, free_port_on, free_service_port, it, pod_name)
+                      exchange, free_port_on, it, pod_name, service_ports)
 
 MANIFESTS = SRCDIR / "contrib" / "kubernetes"
 INI_KEY = "dualproxy.ini"
@@ -125,12 +125,9 @@ def deployed(pods, backends, image):
     (ds,) = load("daemonset.yaml")
     d = Deployed()
     d.original = load("daemonset.yaml")[0]
-    d.web, d.websecure = free_service_port(), free_service_port()
-    while d.websecure == d.web:
-        d.websecure = free_service_port()
-    d.metrics = free_service_port()
     d.web_dest, d.web4, d.web6 = proxied_pair(backends, "web")
     d.secure_dest, d.secure4, d.secure6 = proxied_pair(backends, "websecure")
+    d.web, d.websecure, d.metrics = service_ports(3)
     d.ini_text = cm["data"][INI_KEY]
     assert TRAEFIK_V4 in d.ini_text and TRAEFIK_V6 in d.ini_text
     d.ini = lambda web_dest: rewrite_ini(d.ini_text, {

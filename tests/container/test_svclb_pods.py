@@ -44,7 +44,7 @@ import pytest
 import servicelb
 from conftest import (ENV_DRAIN_SECONDS, K8S_GRACE_SECONDS, V4, V6, check_privileges,
                       client, expect_refused, expect_rst, free_port_on,
-                      free_service_port, it, pod_name, tagged_pair, through,
+                      it, pod_name, service_ports, tagged_pair, through,
                       udp_exchange)
 
 ENV_NAMES = ["SRC_PORT", "SRC_RANGES", "DEST_PROTO", "DEST_PORT", "DEST_IPS"]
@@ -63,37 +63,38 @@ def svclb(pods, backends, udp_backends, netns, image, udp_support):
     s.ns = netns
     s.udp = udp_support.ok
 
-    # traefik: dual-stack, TCP (and UDP) on one port
-    s.web = free_service_port(udp=True)
+    # the backends first, then the Services' ports (none of them a backend's)
     s.web_dest, s.web4, s.web6 = tagged_pair(backends, V4, V6, "web4", "web6",
                                              port=free_port_on((V4, V6), udp=True))
+    if s.udp:
+        s.udp4 = udp_backends(V4, s.web_dest, "udp4")
+        s.udp6 = udp_backends(V6, s.web_dest, "udp6")
+    s.single_dest, s.single4, s.single6 = tagged_pair(backends, V4, V6, "single4", "single6")
+    s.ranges_dest, s.ranges4, s.ranges6 = tagged_pair(backends, V4, V6, "ranges4", "ranges6")
+    s.nodeport = free_port_on((netns.host4, netns.host6), low=NODEPORT_LOW, high=NODEPORT_HIGH)
+    _, s.node4, s.node6 = tagged_pair(backends, netns.host4, netns.host6, "node4", "node6",
+                                      port=s.nodeport)
+    (s.web,) = service_ports(1, udp=True)
+    s.single, s.ranges, s.local = [p for p in service_ports(4) if p != s.web][:3]
+
+    # traefik: dual-stack, TCP (and UDP) on one port
     ports = [{"port": s.web, "protocol": "TCP"}]
     if s.udp:
         ports.append({"port": s.web, "protocol": "UDP"})
-        s.udp4 = udp_backends(V4, s.web_dest, "udp4")
-        s.udp6 = udp_backends(V6, s.web_dest, "udp6")
     traefik = servicelb.service("traefik", "6f1c93a0-5b1e-4f0e-9d51-0c7d2b7f5a11", ports,
                                 cluster_ips=[V4, V6])
 
     # whoami4: single-stack IPv4
-    s.single = free_service_port()
-    s.single_dest, s.single4, s.single6 = tagged_pair(backends, V4, V6, "single4", "single6")
     whoami4 = servicelb.service("whoami4", "0b7e4c2d-88a1-4c55-b1e6-5d0f3a9c7e42",
                                 [{"port": s.single, "protocol": "TCP"}],
                                 families=["IPv4"], cluster_ips=[V4])
 
     # internal: loadBalancerSourceRanges with an IPv4 range only
-    s.ranges = free_service_port()
-    s.ranges_dest, s.ranges4, s.ranges6 = tagged_pair(backends, V4, V6, "ranges4", "ranges6")
     internal = servicelb.service("internal", "c3d9a7e1-2f4b-4a8e-8c1d-7e6b5a4f3d21",
                                  [{"port": s.ranges, "protocol": "TCP"}],
                                  cluster_ips=[V4, V6], source_ranges=[netns.net4])
 
     # local: externalTrafficPolicy Local, backends on the node's addresses
-    s.local = free_service_port()
-    s.nodeport = free_port_on((netns.host4, netns.host6), low=NODEPORT_LOW, high=NODEPORT_HIGH)
-    _, s.node4, s.node6 = tagged_pair(backends, netns.host4, netns.host6, "node4", "node6",
-                                      port=s.nodeport)
     local = servicelb.service("local", "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d",
                               [{"port": s.local, "protocol": "TCP", "nodePort": s.nodeport}],
                               cluster_ips=["127.0.0.1", "::1"], traffic_policy="Local")
