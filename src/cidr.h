@@ -25,6 +25,13 @@ struct cidr_list {
  * Host bits must be zero. Returns 0, or -1 with *err set. */
 int cidr_parse(const char *s, struct cidr *out, const char **err);
 
+/* The same, but host bits after the prefix are cleared instead of being an
+ * error (as iptables does); *masked tells whether any were set. */
+int cidr_parse_masking(const char *s, struct cidr *out, bool *masked, const char **err);
+
+/* Writes "10.0.0.0/8" or "2001:db8::/32" into buf (ADDR_STRLEN bytes); returns buf. */
+char *cidr_format(const struct cidr *c, char *buf);
+
 /* Appends one prefix; returns 0, or -1 with *err when the list is full. */
 int cidr_list_add(struct cidr_list *list, const struct cidr *c, const char **err);
 

@@ -39,6 +39,7 @@ struct parse_state {
 	bool has_key;             /* a key was seen since the last header */
 	unsigned global_line;     /* line of the [global] header, 0 if none */
 	unsigned metrics_line;    /* line of metrics_listen */
+	const char *key;          /* the key whose list is being parsed */
 	struct config_error *err;
 	bool failed;
 };
@@ -172,36 +173,31 @@ static int g_log_level(struct parse_state *st, const char *key, const char *valu
 	return 0;
 }
 
-/* Splits a comma- or blank-separated list in place; calls fn for each entry. */
+/* Calls fn for each entry of a comma- or blank-separated list; the key
+ * being parsed is st->key while it runs. */
 static int for_each_item(struct parse_state *st, const char *key, const char *value,
-			 int (*fn)(struct parse_state *st, const char *key, const char *item))
+			 int (*fn)(const char *item, void *st))
 {
-	char *save = NULL;
-	int n = 0, rc = 0;
-	char *buf = strdup(value);
+	const char *why;
 
-	if (buf == NULL) {
-		fail(st, st->line, "out of memory");
+	st->key = key;
+	int n = parse_list(value, fn, st, &why);
+	if (n < 0) {
+		if (why != NULL)
+			fail(st, st->line, "%s: %s", key, why);
 		return -1;
 	}
-	for (char *item = strtok_r(buf, ", \t", &save); item != NULL;
-	     item = strtok_r(NULL, ", \t", &save)) {
-		if (fn(st, key, item) < 0) {
-			rc = -1;
-			break;
-		}
-		n++;
-	}
-	free(buf);
-	if (rc == 0 && n == 0) {
+	if (n == 0) {
 		fail(st, st->line, "%s: empty value", key);
-		rc = -1;
+		return -1;
 	}
-	return rc;
+	return 0;
 }
 
-static int listen_item(struct parse_state *st, const char *key, const char *item)
+static int listen_item(const char *item, void *ctx)
 {
+	struct parse_state *st = ctx;
+	const char *key = st->key;
 	struct service *svc = st->cur;
 	const char *why;
 	int n = addr_parse_listen(item, &svc->listen[svc->n_listen],
@@ -255,8 +251,10 @@ static int s_backend6(struct parse_state *st, const char *key, const char *value
 			   &st->cur->has_backend6);
 }
 
-static int allow_item(struct parse_state *st, const char *key, const char *item)
+static int allow_item(const char *item, void *ctx)
 {
+	struct parse_state *st = ctx;
+	const char *key = st->key;
 	struct cidr c;
 	const char *why;
 	if (cidr_parse(item, &c, &why) < 0 || cidr_list_add(&st->cur->allow, &c, &why) < 0) {

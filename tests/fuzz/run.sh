@@ -117,7 +117,7 @@ done
 harness_sources() {
 	case $1 in
 	fuzz_config) echo "config.c addr.c parse.c log.c cidr.c proxyproto.c" ;;
-	fuzz_env) echo "envconfig.c config.c addr.c parse.c log.c cidr.c proxyproto.c" ;;
+	fuzz_env) echo "envconfig.c text.c config.c addr.c parse.c log.c cidr.c proxyproto.c" ;;
 	fuzz_proxyproto) echo "proxyproto.c addr.c" ;;
 	# metrics.c is part of the event loop and opens its sockets through
 	# listener.c, which pulls in the relay: the daemon less main.c

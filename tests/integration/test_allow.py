@@ -8,8 +8,10 @@ fails with ECONNRESET, the attempt is counted in
 dualproxy_denied_total{service} (and not in connections_total), and logged
 at debug as `denied service=NAME client=ADDR`.
 
-SRC_RANGES follows klipper-lb: a family with no range in the list is allowed
-entirely (klipper-lb only filtered the families its ranges named)."""
+SRC_RANGES follows klipper-lb (its `entry` accepts only the listed sources
+and drops the rest): a family with no range in the list is refused entirely.
+dualproxy refuses at once (RST) where klipper-lb's DROP lets the client time
+out. SRC_RANGES unset or empty: every client is served."""
 
 import time
 
@@ -67,14 +69,17 @@ def test_src_ranges_allow(env_proxy_factory, backends, ranges):
 
 
 @pytest.mark.parametrize("ranges,denied_host,allowed_host", [
-    ("10.0.0.0/8", V4, V6),
-    ("10.0.0.0/8,192.168.0.0/16", V4, V6),
-    ("2001:db8::/32", V6, V4),
+    ("127.0.0.0/8", V6, V4),
+    ("10.0.0.0/8,127.0.0.1/32", V6, V4),
+    ("::1/128", V4, V6),
+    ("2001:db8::/32 ::1", V4, V6),
 ])
-def test_src_ranges_unnamed_family_allowed(env_proxy_factory, backends, ranges,
+def test_src_ranges_unnamed_family_refused(env_proxy_factory, backends, ranges,
                                            denied_host, allowed_host):
-    """klipper-lb filtered only the families SRC_RANGES names: the other
-    family is let through."""
+    """A family SRC_RANGES names no range of is refused: IPv4-only
+    loadBalancerSourceRanges on a dual-stack Service must not open it to
+    every IPv6 client (and the other way round). The client inside a named
+    range is served."""
     src, dest, rec4, rec6 = klipper_ports(backends)
     env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest, DEST_IPS="127.0.0.1,::1",
                                   SRC_RANGES=ranges))

@@ -566,6 +566,45 @@ static void test_list_has_family(void **state)
 	assert_true(cidr_list_has_family(&list, AF_INET6));
 }
 
+/* ---- cidr_parse_masking and cidr_format ---- */
+
+static void check_masked(const char *in, const char *want, bool want_masked)
+{
+	struct cidr c;
+	bool masked = !want_masked;
+	const char *err = NULL;
+	char buf[ADDR_STRLEN];
+
+	if (cidr_parse_masking(in, &c, &masked, &err) != 0)
+		fail_msg("cidr_parse_masking(\"%s\") failed: %s", in, err);
+	assert_string_equal(cidr_format(&c, buf), want);
+	assert_int_equal(masked, want_masked);
+}
+
+static void test_masking(void **state)
+{
+	(void)state;
+	check_masked("10.0.0.1/8", "10.0.0.0/8", true);
+	check_masked("10.255.255.255/9", "10.128.0.0/9", true);
+	check_masked("192.168.1.77/24", "192.168.1.0/24", true);
+	check_masked("1.2.3.4/0", "0.0.0.0/0", true);
+	check_masked("10.0.0.0/8", "10.0.0.0/8", false);
+	check_masked("10.0.0.1", "10.0.0.1/32", false);
+	check_masked("2001:db8::1/32", "2001:db8::/32", true);
+	check_masked("2001:db8:ffff::/33", "2001:db8:8000::/33", true);
+	check_masked("::1", "::1/128", false);
+	check_masked("fd00::/8", "fd00::/8", false);
+	/* the strict parser still refuses host bits */
+	parse_fails("10.0.0.1/8");
+	/* other errors stay errors */
+	struct cidr c;
+	bool masked;
+	const char *err = NULL;
+	assert_int_equal(cidr_parse_masking("10.0.0.0/33", &c, &masked, &err), -1);
+	assert_non_null(err);
+	assert_int_equal(cidr_parse_masking("nonsense/8", &c, &masked, &err), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -591,6 +630,7 @@ int main(void)
 		cmocka_unit_test(test_match_every_length),
 		cmocka_unit_test(test_list_add_limit),
 		cmocka_unit_test(test_list_has_family),
+		cmocka_unit_test(test_masking),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
