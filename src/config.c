@@ -109,6 +109,7 @@ static int g_connect_timeout(struct parse_state *st, const char *key, const char
 
 static int g_idle_timeout(struct parse_state *st, const char *key, const char *value)
 {
+	st->cfg->idle_timeout_set = true;
 	return set_duration(st, key, value, &st->cfg->idle_timeout);
 }
 
@@ -306,8 +307,33 @@ static int s_allow(struct parse_state *st, const char *key, const char *value)
 	return for_each_item(st, key, value, allow_item);
 }
 
+static int protocol_item(const char *item, void *ctx)
+{
+	struct parse_state *st = ctx;
+	bool *which = strcmp(item, "tcp") == 0 ? &st->cur->tcp :
+		      strcmp(item, "udp") == 0 ? &st->cur->udp : NULL;
+	if (which == NULL) {
+		fail(st, st->line, "%s: expected tcp, udp or both: '%s'", st->key, item);
+		return -1;
+	}
+	if (*which) {
+		fail(st, st->line, "%s: '%s' given twice", st->key, item);
+		return -1;
+	}
+	*which = true;
+	return 0;
+}
+
+static int s_protocol(struct parse_state *st, const char *key, const char *value)
+{
+	st->cur->tcp = false; /* the default until now */
+	st->cur->protocol_line = st->line;
+	return for_each_item(st, key, value, protocol_item);
+}
+
 static int s_proxy_protocol(struct parse_state *st, const char *key, const char *value)
 {
+	st->cur->proxy_protocol_line = st->line;
 	if (proxy_protocol_parse(value, &st->cur->proxy_protocol) < 0) {
 		fail(st, st->line, "%s: expected off, v1 or v2: '%s'", key, value);
 		return -1;
@@ -347,6 +373,7 @@ static const struct key service_keys[] = {
 	{ "idle_timeout", false, s_idle_timeout },
 	{ "allow", true, s_allow },
 	{ "proxy_protocol", false, s_proxy_protocol },
+	{ "protocol", false, s_protocol },
 };
 
 #define N_KEYS(t) (sizeof(t) / sizeof((t)[0]))
@@ -402,6 +429,7 @@ static void begin_section(struct parse_state *st, const char *name)
 		return;
 	}
 	svc->refs = 1; /* the config's */
+	svc->tcp = true;
 	memcpy(svc->name, name, strlen(name) + 1); /* valid_name: it fits */
 	svc->line = st->line;
 	svc->connect_timeout = -1; /* resolved from [global] after parsing */
@@ -546,7 +574,9 @@ static int check_listen_unique(struct parse_state *st, const struct service *svc
 
 	for (const struct service *o = st->cfg->services; o != NULL; o = o->next) {
 		size_t end = o == svc ? i : o->n_listen;
-		for (size_t j = 0; j < end; j++) {
+		/* TCP and UDP sockets of one address do not collide */
+		bool shared = (svc->tcp && o->tcp) || (svc->udp && o->udp);
+		for (size_t j = 0; j < end && shared; j++) {
 			if (!addr_overlaps(&svc->listen[i], &o->listen[j]))
 				continue;
 			fail(st, svc->listen_line[i],
@@ -593,7 +623,7 @@ static int validate(struct parse_state *st)
 		for (size_t i = 0; i < svc->n_listen; i++)
 			if (check_listen_unique(st, svc, i) < 0)
 				return -1;
-		for (size_t i = 0; i < svc->n_listen; i++) {
+		for (size_t i = 0; i < svc->n_listen && svc->tcp; i++) {
 			for (size_t m = 0; m < cfg->n_metrics_listen; m++) {
 				char a[ADDR_STRLEN], b[ADDR_STRLEN];
 				if (!addr_overlaps(&svc->listen[i], &cfg->metrics_listen[m]))
@@ -606,8 +636,26 @@ static int validate(struct parse_state *st)
 				return -1;
 			}
 		}
+		if (svc->udp && svc->proxy_protocol != PROXY_OFF) {
+			fail(st, svc->proxy_protocol_line > svc->protocol_line ?
+				 svc->proxy_protocol_line : svc->protocol_line,
+			     "[%s]: proxy_protocol with protocol udp: no PROXY header is sent "
+			     "on UDP (Traefik reads none there)", svc->name);
+			return -1;
+		}
+		if (svc->udp) { /* until the UDP relay lands in the next commit */
+			fail(st, svc->protocol_line, "[%s]: protocol udp: not supported", svc->name);
+			return -1;
+		}
 		if (svc->connect_timeout < 0)
 			svc->connect_timeout = cfg->connect_timeout;
+		if (svc->idle_timeout >= 0 || cfg->idle_timeout_set) {
+			double t = svc->idle_timeout >= 0 ? svc->idle_timeout : cfg->idle_timeout;
+			svc->udp_idle_unreplied = svc->udp_idle_replied = t;
+		} else {
+			svc->udp_idle_unreplied = DEFAULT_UDP_IDLE_UNREPLIED;
+			svc->udp_idle_replied = DEFAULT_UDP_IDLE_REPLIED;
+		}
 		if (svc->idle_timeout < 0)
 			svc->idle_timeout = cfg->idle_timeout;
 	}
@@ -701,10 +749,10 @@ int config_check_user(const struct config *cfg, struct config_error *err)
 	return -1;
 }
 
-void config_check_owner(const char *path)
+void config_check_owner(const char *path, bool started_as_root)
 {
 	struct stat st;
-	if (geteuid() != 0 || stat(path, &st) < 0)
+	if (!started_as_root || stat(path, &st) < 0)
 		return;
 	if (st.st_uid != 0)
 		log_warn("%s is owned by uid %u, not root: that user controls what "

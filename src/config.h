@@ -17,6 +17,9 @@
 #define DEFAULT_MAX_CONNECTIONS 20000
 #define DEFAULT_CONNECT_TIMEOUT 5.0
 #define DEFAULT_IDLE_TIMEOUT (15 * 60.0)
+/* UDP flows without an explicit idle_timeout: conntrack's defaults */
+#define DEFAULT_UDP_IDLE_UNREPLIED 30.0  /* until the backend has answered */
+#define DEFAULT_UDP_IDLE_REPLIED 120.0   /* once it has */
 #define DEFAULT_DRAIN_TIMEOUT 30.0
 #define DEFAULT_USER "nobody"
 #define USER_NAME_MAX 64
@@ -36,10 +39,15 @@ struct service {
 	struct addr backend4;           /* valid when has_backend4 */
 	struct addr backend6;           /* valid when has_backend6 */
 	bool has_backend4, has_backend6;
+	bool tcp, udp;                  /* protocol: what it relays (tcp unless set) */
+	unsigned protocol_line;         /* line of `protocol`, 0 if not set */
 	double connect_timeout;         /* seconds; the global value unless set here */
 	double idle_timeout;            /* seconds; the global value unless set here */
+	double udp_idle_unreplied;      /* UDP flows: idle_timeout if set here or in */
+	double udp_idle_replied;        /*   [global], else conntrack's defaults */
 	struct cidr_list allow;         /* allowed clients; empty allows all */
 	enum proxy_protocol proxy_protocol;
+	unsigned proxy_protocol_line;   /* line of `proxy_protocol`, 0 if not set */
 	struct service *next;
 };
 
@@ -56,6 +64,7 @@ struct config {
 	unsigned long max_connections_per_source; /* 0: unlimited */
 	double connect_timeout;
 	double idle_timeout;
+	bool idle_timeout_set;   /* idle_timeout given in [global] */
 	double drain_timeout;    /* SIGTERM: how long live connections may finish */
 	enum log_level log_level;
 	struct addr metrics_listen[2]; /* where /metrics is served */
@@ -91,9 +100,9 @@ struct config *config_load_string(const char *name, const char *text,
  * *err naming the `user` line. */
 int config_check_user(const struct config *cfg, struct config_error *err);
 
-/* Warns when a file that a root process reads could be changed by another
- * user: not owned by root, or writable by group or others. */
-void config_check_owner(const char *path);
+/* Warns when the file of a daemon started as root could be changed by
+ * another user: not owned by root, or writable by group or others. */
+void config_check_owner(const char *path, bool started_as_root);
 
 /* Writes "file:line: msg" to a buffer of n bytes; returns buf. */
 char *config_error_format(const struct config_error *err, char *buf, size_t n);

@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <sysexits.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dualproxy.h"
 #include "envconfig.h"
@@ -127,8 +128,9 @@ int lifecycle_start(struct dualproxy *dp, const char *path, struct config *cfg)
 	LIST_INIT(&dp->listeners);
 	stats_init(&dp->stats);
 	lc->start_time = (double)time(NULL);
+	lc->started_as_root = geteuid() == 0;
 	if (path != NULL)
-		config_check_owner(path);
+		config_check_owner(path, lc->started_as_root);
 	signal(SIGPIPE, SIG_IGN);
 	notify_open(&lc->notify, &dp->stats.notify_dropped);
 
@@ -212,7 +214,7 @@ static struct config *load(const struct dualproxy *dp, struct config_error *err)
 {
 	if (dp->config_path == NULL)
 		return envconfig_load(environ, err);
-	config_check_owner(dp->config_path);
+	config_check_owner(dp->config_path, dp->lifecycle.started_as_root);
 	return config_load_file(dp->config_path, err);
 }
 

@@ -19,6 +19,7 @@ struct lifecycle {
 	struct config_watch watch; /* watch_config */
 	struct notify notify;      /* the service manager */
 	bool stopping;             /* SIGTERM seen: no new connections */
+	bool started_as_root;
 	unsigned long last_status; /* connections in the last STATUS= */
 	double start_time;         /* seconds since the epoch */
 };

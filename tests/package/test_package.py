@@ -331,11 +331,10 @@ def test_reload(container):
         reloading = wait_message(ct, r"Got notification message from PID %d "
                                  r"\(RELOADING=1, MONOTONIC_USEC=\d+\)" % pid, cursor,
                                  match=["_PID=1"])
-        ready = wait_message(ct, r"Got notification message from PID %d \(READY=1\)" % pid,
-                             reloading["__CURSOR"], match=["_PID=1"])
-        wait_message(ct, r"Got notification message from PID %d \(STATUS=\d+ connections, "
-                     r"\d+ accepted, 0 backend errors\)" % pid, ready["__CURSOR"],
-                     match=["_PID=1"])
+        # READY=1 comes with the new STATUS= in the same message
+        wait_message(ct, r"Got notification message from PID %d \(READY=1, STATUS=\d+ "
+                     r"connections, \d+ accepted, 0 backend errors\)" % pid,
+                     reloading["__CURSOR"], match=["_PID=1"])
     finally:
         ct.run("systemd-analyze", "log-level", level)
     wait_message(ct, r"^reload: 2 added, 2 kept, 0 removed$", cursor, pid=pid,
@@ -388,17 +387,31 @@ def test_reload_failure_in_daemon(container):
     expect_route(ct, 81, ("A4", "A6"))
 
 
-def test_reload_warning(container):
-    """A changed `user` is applied only by a restart: the reload warns."""
+def test_reload_user_refused(container):
+    """A running dualproxy cannot switch users: a reload that changes
+    `user` is refused with the file's line and the running mapping stays
+    (`systemctl reload` succeeds, since `dualproxy -t` accepts the file).
+    A configuration file its group may write draws a warning."""
     ct = container
     cursor, r = reload(ct, CONFIG_B.replace("user = dualproxy", "user = nobody"))
     assert r.returncode == 0, r.stderr
-    wait_message(ct, r"^reload: user changed to 'nobody': takes effect after a restart$",
+    wait_message(ct, r"^%s:\d+: user: changed from 'dualproxy' to 'nobody': .*restart" % CONF,
                  cursor, pid=state["pid"], match=["-u", "dualproxy"])
-    cursor, r = reload(ct, CONFIG_B)
-    assert r.returncode == 0, r.stderr
-    wait_message(ct, r"^reload: 0 added, 4 kept, 0 removed$", cursor, pid=state["pid"],
-                 match=["-u", "dualproxy"])
+    wait_message(ct, r"^reload failed: keeping the running configuration$", cursor,
+                 pid=state["pid"], match=["-u", "dualproxy"])
+    expect_route(ct, 80, ("B4", "B6"))
+    ct.write(CONF, CONFIG_B)
+    ct.run("chmod", "g+w", CONF)
+    try:
+        cursor = ct.cursor()
+        r = ct.run("systemctl", "reload", "dualproxy", check=False)
+        assert r.returncode == 0, r.stderr
+        wait_message(ct, r"^%s is writable by its group" % CONF, cursor, pid=state["pid"],
+                     match=["-u", "dualproxy"])
+        wait_message(ct, r"^reload: 0 added, 4 kept, 0 removed$", cursor, pid=state["pid"],
+                     match=["-u", "dualproxy"])
+    finally:
+        ct.run("chmod", "g-w", CONF)
 
 
 def test_journal_priorities(container):
@@ -417,7 +430,8 @@ def test_journal_priorities(container):
                 (r"^running as user dualproxy ", "6"),
                 (r"^connection service=web client=127\.0\.0\.1:\d+ ", "7"),
                 (r"^connection service=web client=\[::1\]:\d+ ", "7"),
-                (r"^reload: user changed to 'nobody'", "4"),
+                (r"user: changed from 'dualproxy' to 'nobody'", "3"),
+                (r"is writable by its group", "4"),
                 (r"cannot listen on 127\.0\.0\.1:9001", "3"),
                 (r"^reload failed: keeping the running configuration$", "3")]
     for pattern, priority in expected:
