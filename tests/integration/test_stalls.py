@@ -46,6 +46,8 @@ check. Each test prints what it measured (run pytest with -s to see it).
     from another client answered every time (within T(1), as the test
     sees it), and the daemon closes the stuck clients at the 5 s metrics
     timeout.
+  * test_metrics_slots_full_of_stuck_clients: more stuck clients than the
+    endpoint serves at once (32): /healthz is still answered.
 """
 
 import json
@@ -335,6 +337,7 @@ RELOADS = 50
 STUCK = 8                  # metrics clients that never read their response
 FILLER = 40                # services that make the metrics response large
 METRICS_TIMEOUT = 5.0      # metrics.c: seconds a client has to send and read
+METRICS_SLOTS = 32         # metrics.c: clients served at once
 STATUS_INTERVAL = 2.0      # lifecycle.c: seconds between STATUS= updates
 
 
@@ -781,3 +784,27 @@ def test_metrics_clients_never_read(proxy_factory, helpers, clients):
     assert max(closed.values()) <= METRICS_TIMEOUT + T(2), closed
     assert scrape(V4, mport).value("dualproxy_connections_active", service="load") == 0
 
+
+def test_metrics_slots_full_of_stuck_clients(proxy_factory, backends, clients):
+    """More clients stuck on their response than the endpoint serves at once
+    (32): a new client is still served (the one stuck longest makes room),
+    so such clients cannot keep the kubelet's /healthz probe out."""
+    e4 = backends.start_echo(V4)
+    mport = free_port(V4)
+    proxy = proxy_factory(ini("""
+        [global]
+        metrics_listen = 127.0.0.1:%d
+    """ % mport) + filler(FILLER, e4, {mport}))
+    stuck = []
+    for _ in range(METRICS_SLOTS + 8):
+        stuck.append(stuck_client(mport))
+        clients.append(stuck[-1])
+    time.sleep(0.3)
+    held = daemon_peers(proxy.proc.pid, mport)
+    assert len(held) == METRICS_SLOTS, "the daemon holds %d clients" % len(held)
+    for _ in range(5):
+        t0 = time.monotonic()
+        r = http_get(V4, mport, "/healthz", timeout=T(2))
+        assert r.status == 200 and r.body == b"ok\n", r.raw
+        assert time.monotonic() - t0 <= T(1)
+    assert len(daemon_peers(proxy.proc.pid, mport)) <= METRICS_SLOTS
