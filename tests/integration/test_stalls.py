@@ -32,8 +32,9 @@ check. Each test prints what it measured (run pytest with -s to see it).
     dualproxy_notify_dropped_total > 0; once the test reads the socket, the
     last message it gets carries READY=1 (the state that was dropped is
     sent again with the next status message, within a status interval).
-  * test_stderr_never_read: stderr is a pipe the test does not read (it sees
-    the daemon is up through /healthz), at log_level = debug (a line per
+  * test_stderr_never_read: stderr is a pipe, or a unix stream socket as
+    journald gives, that the test does not read (it sees the daemon is up
+    through /healthz), at log_level = debug (a line per
     connection), under the load: no probe gap, no failed connection; when
     the test reads the pipe, "N log lines dropped: stderr was not being
     read" appears, the N of such lines add up to
@@ -565,17 +566,27 @@ DROPPED_RE = re.compile(r"(\d+) log lines dropped: stderr was not being read$")
 
 
 class PipedProxy(Proxy):
-    """A dualproxy whose stderr is a pipe that nobody reads until
-    start_reading()."""
+    """A dualproxy whose stderr is a pipe (or, as under journald, a unix
+    stream socket) that nobody reads until start_reading()."""
+
+    def __init__(self, config_path, kind):
+        super().__init__(config_path)
+        self.kind = kind
 
     def start(self, wait_ready=False):
-        r, w = os.pipe()
+        if self.kind == "pipe":
+            r, w = os.pipe()
+            self.pipe = os.fdopen(r, "rb")
+        else:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.pipe = ours.makefile("rb")
+            ours.close()  # the file keeps the socket open
+            w = theirs.detach()
         try:
             self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=w, env=self.env)
         finally:
             os.close(w)
-        self.pipe = os.fdopen(r, "rb")
         return self
 
     def start_reading(self):
@@ -586,19 +597,19 @@ class PipedProxy(Proxy):
 
 @pytest.fixture
 def piped_proxy(tmp_path):
-    """piped_proxy(config_text) -> PipedProxy, stopped and checked at
-    teardown like proxy_factory's."""
+    """piped_proxy(config_text, kind='pipe') -> PipedProxy, stopped and
+    checked at teardown like proxy_factory's."""
     started = []
 
-    def make(text):
-        path = tmp_path / "dualproxy.ini"
+    def make(text, kind="pipe"):
+        path = tmp_path / ("dualproxy-%d.ini" % len(started))
         path.write_text(text)
-        p = PipedProxy(path)
+        p = PipedProxy(path, kind)
         started.append((p, True))
         return p.start()
     yield make
     for p, _ in started:
-        if p._reader is None and p.proc is not None:
+        if p._reader is None:
             p.start_reading()  # the last lines of the drain get a reader
     problems = _stop_checked(started)
     for p, _ in started:
@@ -607,7 +618,17 @@ def piped_proxy(tmp_path):
         pytest.fail("\n\n".join(problems), pytrace=False)
 
 
-def test_stderr_never_read(piped_proxy, helpers):
+def wait_healthy(mport, what):
+    def healthy():
+        try:
+            return http_get(V4, mport, "/healthz", timeout=T(1)).status == 200
+        except (OSError, AssertionError):
+            return False
+    wait_until(healthy, T(10), what="/healthz " + what)
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socket"])
+def test_stderr_never_read(piped_proxy, helpers, kind):
     probe, load = helpers("probe"), helpers("load")
     probe_port, load_port = free_dual_port(), free_dual_port()
     mport = free_port(V4)
@@ -615,14 +636,8 @@ def test_stderr_never_read(piped_proxy, helpers):
         [global]
         log_level = debug
         metrics_listen = 127.0.0.1:%d
-    """ % mport) + ini(services(probe, probe_port, load, load_port)))
-
-    def healthy():
-        try:
-            return http_get(V4, mport, "/healthz", timeout=T(1)).status == 200
-        except (OSError, AssertionError):
-            return False
-    wait_until(healthy, T(10), what="/healthz while stderr is not read")
+    """ % mport) + ini(services(probe, probe_port, load, load_port)), kind)
+    wait_healthy(mport, "while stderr is not read")
 
     run_load(probe, probe_port, load, load_port)
     m = wait_idle(mport)
