@@ -40,6 +40,9 @@ check. Each test prints what it measured (run pytest with -s to see it).
     read" appears, the N of such lines add up to
     dualproxy_log_lines_dropped_total, every line that arrives is whole, and
     every connection's line was either written or counted as dropped.
+  * test_stderr_slow_reader_at_exit: with the log buffer full and a reader
+    that takes 4 KiB every half second, dualproxy exits within a second or
+    so of SIGTERM (the last lines get a moment, not the whole buffer's time).
   * test_metrics_clients_never_read: STUCK metrics clients with a tiny
     receive buffer and segment size send GET /metrics and never read (the
     response, made large by FILLER services, stays half-written in the
@@ -55,6 +58,7 @@ import json
 import os
 import re
 import select
+import signal
 import selectors
 import socket
 import struct
@@ -594,6 +598,17 @@ class PipedProxy(Proxy):
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
 
+    def read_slowly(self, size, interval):
+        """A reader that takes `size` bytes every `interval` seconds."""
+        def slow():
+            try:
+                while self.pipe.raw.read(size):
+                    time.sleep(interval)
+            except (OSError, ValueError):
+                pass
+        self._slow = threading.Thread(target=slow, daemon=True)
+        self._slow.start()
+
 
 @pytest.fixture
 def piped_proxy(tmp_path):
@@ -609,7 +624,7 @@ def piped_proxy(tmp_path):
         return p.start()
     yield make
     for p, _ in started:
-        if p._reader is None:
+        if p._reader is None and getattr(p, "_slow", None) is None:
             p.start_reading()  # the last lines of the drain get a reader
     problems = _stop_checked(started)
     for p, _ in started:
@@ -676,6 +691,40 @@ def test_stderr_never_read(piped_proxy, helpers, kind):
     # such as warnings, may have been dropped too)
     assert written + total >= relayed, (written, total, relayed)
     assert written <= relayed and written + total <= relayed + 50, (written, total, relayed)
+
+
+EXIT_FLUSH = 1.0            # log.c: how long the last lines may wait at exit
+
+
+def test_stderr_slow_reader_at_exit(piped_proxy, helpers):
+    """At exit, lines still buffered for a reader that takes 4 KiB every
+    half second get a moment (a second), not the hour-glass of the whole
+    buffer: dualproxy exits within about that moment after its drain."""
+    load = helpers("load")
+    load_port, mport = free_dual_port(), free_port(V4)
+    proxy = piped_proxy(ini("""
+        [global]
+        log_level = debug
+        metrics_listen = 127.0.0.1:%d
+        [load]
+        listen = %d
+        backend4 = %s
+        backend6 = %s
+    """ % (mport, load_port, fmt_addr(*load.backend4), fmt_addr(*load.backend6))))
+    wait_healthy(mport, "while stderr is not read")
+    load.send("go %d %d %d" % (load_port, 4000, CONCURRENCY))
+    lr = load.result(T(60))
+    assert lr["failed"] == 0, lr
+    m = wait_idle(mport)
+    assert m.value("dualproxy_log_lines_dropped_total") > 0, "the buffer never filled"
+    proxy.read_slowly(4096, 0.5)
+    t0 = time.monotonic()
+    proxy.signal(signal.SIGTERM)
+    rc = proxy.wait_exit(T(10) + 60)
+    took = time.monotonic() - t0
+    print("\nexit with a slow reader after %.2f s" % took)
+    assert rc == 0, rc
+    assert took <= EXIT_FLUSH + T(1), "exit took %.1f s" % took
 
 
 # --------------------------------------------------------------------------
