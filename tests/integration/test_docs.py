@@ -8,8 +8,12 @@ is documented in doc/dualproxy.8 and every documented option exists; and
 
 README.md, likewise: its configuration tables list exactly the parser's keys,
 with the DEFAULT_* values of src/config.h (and metrics_allow's default); its
-INI examples use only real keys; and its metrics table lists exactly the
-metrics src/stats.c renders, with their labels.
+INI examples use only real keys; its metrics table lists exactly the metrics
+src/stats.c renders, with their labels; the sizes it gives for the objects
+kept per connection ("`struct relay`, N bytes on x86-64") are the compiler's,
+read from the debug information of the binary under test with readelf; and
+its "How it works" names every source file and no function that is not
+defined.
 
 The pages document a key as a tagged paragraph (.TP) whose tag starts with the
 key and " = ", e.g. `.BI "idle_timeout = " duration`, in the section whose
@@ -18,6 +22,7 @@ title contains GLOBAL (the [global] keys) or SERVICE (the service keys).
 The source tree is $DUALPROXY_SRCDIR, or two levels above this file."""
 
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -194,14 +199,16 @@ def test_man_page_has_no_warnings(page):
 
 # --------------------------------------------------------------------------
 # README.md against the code: the configuration keys and their defaults,
-# and the metrics.
+# the metrics, the size of the objects kept per connection, and the files
+# and functions its description of the code names.
 #
 # README documents the keys in two tables of its "Configuration" section
 # whose first column is "key" (the [global] keys, then the service keys),
 # a key in backticks in the first column and its default in the "default"
 # column; the metrics in a table of its "Metrics" section whose first
 # column is "metric" (the name in backticks) and whose "labels" column
-# names the labels in backticks.
+# names the labels in backticks; the size of an object as "`struct NAME`,
+# N bytes on x86-64"; the code in its "How it works" section.
 
 README = SRCDIR / "README.md"
 CONFIG_H = SRCDIR / "src" / "config.h"
@@ -438,3 +445,91 @@ def test_readme_metric_labels():
              for name, labels in sorted(rendered_metrics().items())
              if name in documented and not labels <= documented[name]]
     assert not wrong, "\n".join(wrong)
+
+
+def daemon_binary():
+    """The binary under test: DUALPROXY_REAL (a valgrind run), else
+    DUALPROXY, else the in-tree build."""
+    path = os.environ.get("DUALPROXY_REAL") or os.environ.get("DUALPROXY")
+    return Path(path) if path else SRCDIR / "src" / "dualproxy"
+
+
+def struct_sizes(binary):
+    """{struct name: bytes} of the structures defined at the top level of
+    the binary's compilation units, from its DWARF debug information."""
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf (binutils) is not installed")
+    with open(binary, "rb") as f:
+        if f.read(4) != b"\x7fELF":
+            pytest.skip("%s is not an ELF binary" % binary)
+    r = subprocess.run([readelf, "--debug-dump=info", "--dwarf-depth=2", str(binary)],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    sizes = {}
+    tag = name = None
+    for line in r.stdout.splitlines():
+        m = re.search(r"\(DW_TAG_(\w+)\)", line)
+        if m:
+            tag, name = m.group(1), None
+            continue
+        if tag != "structure_type":
+            continue
+        m = re.search(r"DW_AT_name\s*:\s*(?:\([^)]*\):\s*)?(\S+)\s*$", line)
+        if m:
+            name = m.group(1)
+        m = re.search(r"DW_AT_byte_size\s*:\s*(\d+)", line)
+        if m and name is not None:
+            sizes.setdefault(name, set()).add(int(m.group(1)))
+    if not sizes:
+        pytest.skip("%s has no debug information (built without -g)" % binary)
+    return sizes
+
+
+def test_readme_object_sizes():
+    """Each "`struct NAME`, N bytes on x86-64" of README.md is the size the
+    compiler gave that structure in the binary under test."""
+    claims = re.findall(r"`struct (\w+)`, ([\d,]+) bytes on x86-64", read(README))
+    assert any(n == "relay" for n, _ in claims), (
+        "README.md does not state the size of a relay as "
+        "\"`struct relay`, N bytes on x86-64\"")
+    if platform.machine() != "x86_64":
+        pytest.skip("the sizes README.md states are x86-64's")
+    binary = daemon_binary()
+    if not binary.is_file():
+        pytest.skip("no binary at %s" % binary)
+    sizes = struct_sizes(binary)
+    wrong = []
+    for name, n in claims:
+        real = sizes.get(name)
+        assert real, "no struct %s in %s" % (name, binary)
+        if real != {int(n.replace(",", ""))}:
+            wrong.append("struct %s: README.md says %s bytes, %s has %s"
+                         % (name, n, binary.name, " or ".join(map(str, sorted(real)))))
+    assert not wrong, "\n".join(wrong)
+
+
+def test_readme_how_it_works_names_every_source_file():
+    """README's "How it works" names every src/*.c, and no file that is not
+    there."""
+    text = readme_section("How it works")
+    named = set(re.findall(r"\b(\w+\.c)\b", text))
+    real = {p.name for p in SRC.glob("*.c")}
+    assert not named - real, "README.md's How it works names files src/ lacks: %s" % (
+        ", ".join(sorted(named - real)))
+    assert not real - named, "README.md's How it works does not name: %s" % (
+        ", ".join(sorted(real - named)))
+
+
+def test_readme_how_it_works_functions_exist():
+    """Every `function()` README's "How it works" names is defined in src/."""
+    text = readme_section("How it works")
+    names = set(re.findall(r"`(\w+)\(\)`", text))
+    assert names, "README.md's How it works names no function as `name()`"
+    code = "\n".join(strip_c_comments(p.read_text(encoding="utf-8"))
+                     for p in sorted(SRC.glob("*.c")))
+    missing = sorted(n for n in names
+                     if not re.search(r"\b%s\s*\([^;{}]*\)\s*\{" % re.escape(n), code))
+    assert not missing, "README.md's How it works names functions src/ does not define: %s" % (
+        ", ".join(missing))
