@@ -107,16 +107,24 @@ void admission_configure(struct admission *a, const struct config *cfg,
 	update_full(a);
 }
 
-static bool same_local(const struct hnode *n, const void *key)
+/* An address as a hash key: its bytes and their number. */
+struct key {
+	unsigned char bytes[ADDR_KEY_MAX];
+	size_t len;
+};
+
+static struct key key_of(const struct addr *x)
 {
-	const struct admission_backend *b = (const struct admission_backend *)n;
-	return addr_equal(&b->local, key);
+	struct key k;
+	k.len = addr_key(x, k.bytes);
+	return k;
 }
 
-static uint64_t hash_addr(const struct addr *x)
+static bool same_local(const struct hnode *n, const void *k)
 {
-	unsigned char key[ADDR_KEY_MAX];
-	return htab_hash(key, addr_key(x, key));
+	const struct admission_backend *b = (const struct admission_backend *)n;
+	const struct key *key = k;
+	return b->local_len == key->len && memcmp(b->local, key->bytes, key->len) == 0;
 }
 
 /* True when this host has the address of a (bind(2) to it works). */
@@ -145,10 +153,11 @@ static bool is_local_address(const struct addr *a)
 static bool is_loop(struct admission *a, const struct addr *client, int fd,
 		    const struct addr *local)
 {
-	struct hnode *n = htab_find(&a->backends, hash_addr(client), same_local, client);
+	struct key k = key_of(client);
+	struct hnode *n = htab_find(&a->backends, htab_hash(k.bytes, k.len), same_local, &k);
 	struct addr here;
 
-	for (; n != NULL; n = htab_next(n, same_local, client)) {
+	for (; n != NULL; n = htab_next(n, same_local, &k)) {
 		const struct admission_backend *b = (const struct admission_backend *)n;
 		if (local == NULL) {
 			if (sock_local_addr(fd, &here) < 0)
@@ -229,17 +238,25 @@ void admission_drain(struct admission *a)
 		ev_break(a->loop, EVBREAK_ALL);
 }
 
-void admission_backend_add(struct admission *a, struct admission_backend *b)
+void admission_backend_add(struct admission *a, struct admission_backend *b, int fd,
+			   const struct addr *remote)
 {
-	/* out of memory: this one socket goes unchecked */
-	b->tracked = htab_insert(&a->backends, &b->node, hash_addr(&b->local)) == 0;
+	struct addr local;
+	b->remote = remote;
+	b->local_len = 0;
+	if (sock_local_addr(fd, &local) < 0)
+		return; /* cannot tell: this one socket goes unchecked */
+	struct key k = key_of(&local);
+	memcpy(b->local, k.bytes, k.len);
+	if (htab_insert(&a->backends, &b->node, htab_hash(k.bytes, k.len)) == 0)
+		b->local_len = (unsigned char)k.len;
 }
 
 void admission_backend_remove(struct admission *a, struct admission_backend *b)
 {
-	if (b->tracked)
+	if (b->local_len != 0)
 		htab_remove(&a->backends, &b->node);
-	b->tracked = false;
+	b->local_len = 0;
 }
 
 void admission_free(struct admission *a)

@@ -40,9 +40,9 @@ struct admission_gate {
  * client arriving from it may be a loop. Embedded in its relay or flow. */
 struct admission_backend {
 	struct hnode node;
-	struct addr local;          /* filled in by the owner */
-	const struct addr *remote;  /* the backend it connects to */
-	bool tracked;               /* in admission.backends */
+	const struct addr *remote;           /* the backend it connects to */
+	unsigned char local[ADDR_KEY_MAX];   /* addr_key of its local address */
+	unsigned char local_len;             /* 0: not tracked */
 };
 
 struct admission {
@@ -101,8 +101,10 @@ void admission_backoff(struct admission *a);
  * active, else when the last admitted connection ends. */
 void admission_drain(struct admission *a);
 
-/* Records (and forgets) a backend socket of ours by its local address. */
-void admission_backend_add(struct admission *a, struct admission_backend *b);
+/* Records a backend socket of ours (fd, connecting to remote, which must
+ * outlive b) by its local address; forgets it again. */
+void admission_backend_add(struct admission *a, struct admission_backend *b, int fd,
+			   const struct addr *remote);
 void admission_backend_remove(struct admission *a, struct admission_backend *b);
 
 void admission_free(struct admission *a);

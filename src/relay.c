@@ -154,7 +154,7 @@ static struct relay *relay_new(struct dualproxy *dp, struct service *svc,
 	r->dp = dp;
 	r->svc = service_ref(svc);
 	r->stats = stats_hold(stats);
-	r->counters = stats_family(stats, addr_family(client));
+	r->counters = stats_family(stats, STATS_TCP, addr_family(client));
 	r->client_addr = *client;
 	r->backend_addr = service_backend(svc, addr_family(client));
 	r->source_counted = source_counted;
@@ -186,10 +186,8 @@ static void connect_backend(struct relay *r)
 		return;
 	}
 	init_end(r, &r->backend, fd);
-	/* its local address, to know it should it come back to us (a loop) */
-	r->local.remote = r->backend_addr;
-	if (sock_local_addr(fd, &r->local.local) == 0)
-		admission_backend_add(&r->dp->admission, &r->local);
+	/* by its local address, to know it should it come back to us (a loop) */
+	admission_backend_add(&r->dp->admission, &r->local, fd, r->backend_addr);
 	if (!in_progress) {
 		connected(r);
 		return;

@@ -8,7 +8,8 @@ one service `lb-tcp-<SRC_PORT>` from K3s servicelb's variables.
   backends on 127.0.0.1:DEST_PORT and [::1]:DEST_PORT say which served). Only
   the families that have a destination are published: the other family's
   port is closed, as with klipper-lb.
-* DEST_PROTO: TCP or unset; SCTP is refused with an error that names it.
+* DEST_PROTO: TCP or unset, or UDP (service lb-udp-PORT); SCTP is refused with
+  an error that names it.
 * Any bad variable: `environment: VAR: message` on stderr, exit 78, with and
   without -t; `-t` on a good environment prints `environment: configuration ok`.
 * -c wins over the environment.
@@ -170,8 +171,6 @@ BAD = [
     ("SRC_PORT", {"SRC_PORT": "http"}, None),
     ("SRC_PORT", {"SRC_PORT": "65536"}, None),
     ("SRC_PORT", {"SRC_PORT": ""}, None),
-    ("DEST_PROTO", {"DEST_PROTO": "UDP"},
-     "environment: DEST_PROTO: UDP is not supported"),
     ("DEST_PROTO", {"DEST_PROTO": "SCTP"},
      "environment: DEST_PROTO: SCTP is not supported"),
     ("DEST_PROTO", {"DEST_PROTO": "ICMP"}, None),
