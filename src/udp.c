@@ -28,6 +28,12 @@
 #define UDP_PRIORITY (EV_MINPRI + 1)
 #define UDP_CMSG_SPACE (CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(int)))
 
+/* Room for the ancillary data of one datagram, aligned as cmsghdr wants. */
+union cmsg_buf {
+	char buf[UDP_CMSG_SPACE];
+	struct cmsghdr align;
+};
+
 /* The socket address of a client, as small as it can be. */
 union client_addr {
 	struct sockaddr sa;
@@ -82,7 +88,7 @@ struct slot {
 	bool has_dst;
 	unsigned ifindex;
 	int gso_size;         /* UDP GRO: the size of its segments; 0: one datagram */
-	char cmsg[UDP_CMSG_SPACE];
+	union cmsg_buf cmsg;
 };
 
 /* Datagrams staged for one socket: sent together with sendmmsg. */
@@ -102,7 +108,7 @@ struct udp_shared {
 	struct slot slot[UDP_BATCH];
 	struct mmsghdr tx[UDP_BATCH];
 	struct iovec tx_iov[UDP_BATCH];
-	char tx_cmsg[UDP_BATCH][UDP_CMSG_SPACE];
+	union cmsg_buf tx_cmsg[UDP_BATCH];
 	bool no_gso;                     /* UDP_SEGMENT failed once: send one by one */
 	bool no_gro;                     /* so, GRO is switched off on new sockets */
 };
@@ -465,8 +471,8 @@ static int receive_batch(struct udp_shared *u, int fd, bool with_names)
 		u->rx_iov[i].iov_len = UDP_BUF;
 		m->msg_name = with_names ? &u->slot[i].from.u.ss : NULL;
 		m->msg_namelen = with_names ? sizeof(u->slot[i].from.u.ss) : 0;
-		m->msg_control = u->slot[i].cmsg;
-		m->msg_controllen = sizeof(u->slot[i].cmsg);
+		m->msg_control = u->slot[i].cmsg.buf;
+		m->msg_controllen = sizeof(u->slot[i].cmsg.buf);
 		m->msg_flags = 0;
 	}
 	int n;
@@ -553,9 +559,9 @@ static int out_add(struct udp_shared *u, struct out *o, char *data, size_t len, 
 	u->tx_iov[i].iov_len = len;
 	m->msg_name = o->dir == STATS_DOWN ? (void *)&f->client : NULL;
 	m->msg_namelen = o->dir == STATS_DOWN ? f->client_len : 0;
-	m->msg_control = u->tx_cmsg[i];
+	m->msg_control = u->tx_cmsg[i].buf;
 	if (o->dir == STATS_DOWN && f->ep->wildcard) {
-		struct cmsghdr *c = (struct cmsghdr *)u->tx_cmsg[i];
+		struct cmsghdr *c = &u->tx_cmsg[i].align;
 		if (f->client.sa.sa_family == AF_INET6) {
 			struct in6_pktinfo pi = { .ipi6_addr = f->local.v6,
 						  .ipi6_ifindex = f->ifindex };
@@ -575,7 +581,7 @@ static int out_add(struct udp_shared *u, struct out *o, char *data, size_t len, 
 	}
 	o->gso[i] = 0;
 	if (gso_size > 0 && len > (size_t)gso_size) {
-		struct cmsghdr *c = (struct cmsghdr *)(u->tx_cmsg[i] + off);
+		struct cmsghdr *c = (struct cmsghdr *)(u->tx_cmsg[i].buf + off);
 		uint16_t size = (uint16_t)gso_size;
 		c->cmsg_level = SOL_UDP;
 		c->cmsg_type = UDP_SEGMENT;
