@@ -199,7 +199,6 @@ static void connect_backend(struct relay *r)
 void relay_start(struct dualproxy *dp, struct service *svc, struct service_stats *stats,
 		 int client_fd, const struct addr *client, bool source_counted)
 {
-	int one = 1;
 	struct relay *r = relay_new(dp, svc, stats, client_fd, client, source_counted);
 	if (r == NULL) {
 		log_warn("[%s] out of memory for a new connection", svc->name);
@@ -208,9 +207,7 @@ void relay_start(struct dualproxy *dp, struct service *svc, struct service_stats
 		close(client_fd);
 		return;
 	}
-	/* the relay forwards what it has at once; it never batches small writes */
-	setsockopt(client_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	connect_backend(r);
+	connect_backend(r); /* the client socket has TCP_NODELAY from its listener */
 }
 
 /* ---- connecting ---- */
