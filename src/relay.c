@@ -100,6 +100,9 @@ struct relay {
 	ev_tstamp started, last_active;
 	ev_tstamp reset_deadline;        /* RELAY_RESETTING: reset by then at the latest */
 	struct admission_backend local;  /* the backend socket's local address (loops) */
+	bool unconfirmed;                /* open, but the backend's connect is known to have
+					    completed only, not to have succeeded: its first
+					    error is the connect's (saves a getsockopt) */
 	enum end_reason reason;          /* why it ended, for the log */
 	bool rst_client, rst_backend;    /* close that side with RST */
 	LIST_ENTRY(relay) link;          /* in relays.live */
@@ -297,9 +300,26 @@ static bool wants_read(const struct flow *f)
 	return !f->eof && pending(f) == 0;
 }
 
+/* A successful read or write on e: if it is the backend, its connect worked. */
+static inline void confirm(struct relay *r, const struct relay_end *e)
+{
+	if (e == &r->backend)
+		r->unconfirmed = false;
+}
+
 /* Records why the relay ends; an error on one end resets the other. */
 static enum io_result io_failed(struct relay *r, struct relay_end *e, int err)
 {
+	if (e == &r->backend && r->unconfirmed) {
+		/* the connect failed: the client learns at once, as in connect_failed */
+		char c[ADDR_STRLEN], b[ADDR_STRLEN];
+		r->reason = reason_of_connect_error(err);
+		r->rst_client = true;
+		log_warn("[%s] client %s: backend %s: %s", r->svc->name,
+			 addr_format(&r->client_addr, c), addr_format(r->backend_addr, b),
+			 strerror(err));
+		return IO_ERROR;
+	}
 	if (err == ECONNRESET || err == EPIPE || err == ETIMEDOUT ||
 	    err == EHOSTUNREACH || err == ENETUNREACH) {
 		r->reason = e == &r->client ? END_CLIENT_RESET : END_BACKEND_RESET;
@@ -347,6 +367,7 @@ static enum io_result flush(struct relay *r, struct flow *f)
 			return io_failed(r, f->to, errno);
 		}
 		count(f, (size_t)n);
+		confirm(r, f->to);
 		if (f->pipe[0] >= 0) {
 			f->in_pipe -= (size_t)n;
 		} else {
@@ -372,10 +393,11 @@ static enum io_result fill_buffered(struct relay *r, struct flow *f)
 	do
 		n = recv(f->from->fd, chunk, RELAY_CHUNK, MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
-	if (n == 0)
-		return IO_EOF;
 	if (n < 0)
 		return errno == EAGAIN ? IO_AGAIN : io_failed(r, f->from, errno);
+	confirm(r, f->from);
+	if (n == 0)
+		return IO_EOF;
 
 	ssize_t sent;
 	do
@@ -387,6 +409,8 @@ static enum io_result fill_buffered(struct relay *r, struct flow *f)
 		sent = 0;
 	}
 	count(f, (size_t)sent);
+	if (sent > 0)
+		confirm(r, f->to);
 	if (sent < n)
 		return keep_tail(r, f, chunk + sent, (size_t)(n - sent));
 	if (n < RELAY_CHUNK)
@@ -406,10 +430,11 @@ static enum io_result fill_spliced(struct relay *r, struct flow *f)
 		n = splice(f->from->fd, NULL, f->pipe[1], NULL, PIPE_CAPACITY,
 			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 	while (n < 0 && errno == EINTR);
-	if (n == 0)
-		return IO_EOF;
 	if (n < 0)
 		return errno == EAGAIN ? IO_AGAIN : io_failed(r, f->from, errno);
+	confirm(r, f->from);
+	if (n == 0)
+		return IO_EOF;
 	f->in_pipe += (size_t)n;
 	return (size_t)n < PIPE_CAPACITY ? IO_SHORT : IO_OK;
 }
@@ -737,15 +762,13 @@ static void serve(struct relay_end *e, int revents)
 	struct relay *r = e->relay;
 
 	switch (r->state) {
-	case RELAY_CONNECTING: {
+	case RELAY_CONNECTING:
+		/* writable: the connect is over; whether it worked, the first read
+		 * or write on the backend tells (an error is then the connect's) */
 		assert(e == &r->backend);
-		int err = backend_connect_result(e->fd);
-		if (err != 0)
-			connect_failed(r, err);
-		else
-			connected(r);
+		r->unconfirmed = true;
+		connected(r);
 		return;
-	}
 	case RELAY_RESETTING:
 		resetting_step(r);
 		return;
