@@ -99,7 +99,7 @@ struct relay {
 	enum timer_job job;              /* what the timer is set for */
 	ev_tstamp started, last_active;
 	ev_tstamp reset_deadline;        /* RELAY_RESETTING: reset by then at the latest */
-	struct admission_backend local;  /* the backend socket's local address (loops) */
+	struct loop_socket self;         /* the backend socket, to see it come back */
 	bool unconfirmed;                /* open, but the backend's connect is known to have
 					    completed only, not to have succeeded: its first
 					    error is the connect's (saves a getsockopt) */
@@ -189,8 +189,7 @@ static void connect_backend(struct relay *r)
 		return;
 	}
 	init_end(r, &r->backend, fd);
-	/* by its local address, to know it should it come back to us (a loop) */
-	admission_backend_add(&r->dp->admission, &r->local, fd, r->backend_addr);
+	loops_add(&r->dp->admission.loops, &r->self, fd, r->backend_addr);
 	if (!in_progress) {
 		connected(r);
 		return;
@@ -683,7 +682,7 @@ static void relay_finish(struct relay *r)
 	char c[ADDR_STRLEN], b[ADDR_STRLEN];
 
 	ev_timer_stop(dp->loop, &r->timer);
-	admission_backend_remove(&dp->admission, &r->local);
+	loops_remove(&dp->admission.loops, &r->self);
 	close_end(r, &r->client, r->rst_client);
 	close_end(r, &r->backend, r->rst_backend);
 	release_flow(r, &r->up);

@@ -61,7 +61,7 @@ struct udp_flow {
 	ev_io io;                        /* replies */
 	ev_tstamp started, last_active;
 	uint64_t bytes[STATS_DIR_COUNT], datagrams[STATS_DIR_COUNT];
-	struct admission_backend self;   /* fd's local address, for loops */
+	struct loop_socket self;         /* fd, to see it come back (a loop) */
 	bool replied;                    /* the backend has answered */
 	bool source_counted;
 	enum end_reason reason;
@@ -310,7 +310,7 @@ static void flow_finish(struct udp_flow *f, enum end_reason why)
 	htab_remove(&ep->flows, &f->node);
 	TAILQ_REMOVE(f->replied ? &ep->replied : &ep->unreplied, f, lru);
 	ev_io_stop(dp->loop, &f->io);
-	admission_backend_remove(&dp->admission, &f->self);
+	loops_remove(&dp->admission.loops, &f->self);
 	close(f->fd);
 	log_debug("flow service=%s client=%s backend=%s up=%llu down=%llu datagrams_up=%llu "
 		  "datagrams_down=%llu duration=%.3fs end=%s",
@@ -357,14 +357,8 @@ static struct udp_flow *flow_new(struct udp_endpoint *ep, const struct slot *s,
 	struct stats_counters *counters = stats_family(l->stats, STATS_UDP, addr_family(&s->from));
 	bool source_counted;
 	char c[ADDR_STRLEN], b[ADDR_STRLEN];
-	struct addr local = l->addr; /* the address the client sent to */
-
-	if (s->has_dst && addr_family(&local) == AF_INET6)
-		local.u.in6.sin6_addr = s->dst.v6;
-	else if (s->has_dst)
-		local.u.in.sin_addr = s->dst.v4;
-	enum admit_result res = admission_check(&dp->admission, l->service, &s->from, -1,
-						&local, &source_counted);
+	enum admit_result res = admission_check(&dp->admission, l->service, &s->from,
+						&source_counted);
 	if (res != ADMIT_OK) {
 		counters->refused[res]++;
 		log_debug("%s service=%s client=%s (udp)", admission_result_name(res),
@@ -397,20 +391,21 @@ static struct udp_flow *flow_new(struct udp_endpoint *ep, const struct slot *s,
 	f->backend_addr = backend;
 	memcpy(&f->client, &s->from.u.ss, s->from.len);
 	f->client_len = s->from.len;
-	if (addr_family(&local) == AF_INET6)
-		f->local.v6 = local.u.in6.sin6_addr;
+	/* the address the client sent to: the listener's, or from IP_PKTINFO */
+	if (addr_family(&l->addr) == AF_INET6)
+		f->local.v6 = s->has_dst ? s->dst.v6 : l->addr.u.in6.sin6_addr;
 	else
-		f->local.v4 = local.u.in.sin_addr;
+		f->local.v4 = s->has_dst ? s->dst.v4 : l->addr.u.in.sin_addr;
 	f->ifindex = s->ifindex;
 	f->fd = fd;
 	f->source_counted = source_counted;
 	f->started = f->last_active = ev_now(dp->loop);
-	admission_backend_add(&dp->admission, &f->self, fd, backend);
+	loops_add(&dp->admission.loops, &f->self, fd, backend);
 	ev_io_init(&f->io, on_reply, fd, EV_READ);
 	ev_set_priority(&f->io, UDP_PRIORITY);
 	f->io.data = f;
 	if (htab_insert(&ep->flows, &f->node, hash) < 0) {
-		admission_backend_remove(&dp->admission, &f->self);
+		loops_remove(&dp->admission.loops, &f->self);
 		close(fd);
 		stats_unref(&dp->stats, f->stats);
 		service_unref(f->svc);
