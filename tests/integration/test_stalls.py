@@ -846,7 +846,8 @@ def test_metrics_clients_never_read(proxy_factory, helpers, clients):
     early = {p: t for p, t in closed.items() if t < METRICS_TIMEOUT - 0.5}
     assert not early, "closed before the timeout: %r" % early
     assert max(closed.values()) <= METRICS_TIMEOUT + T(2), closed
-    assert scrape(V4, mport).value("dualproxy_connections_active", service="load") == 0
+    assert scrape(V4, mport).value("dualproxy_connections_active", service="load",
+                                   protocol="tcp") == 0
 
 
 def test_metrics_slots_full_of_stuck_clients(proxy_factory, backends, clients):
