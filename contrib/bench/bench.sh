@@ -97,6 +97,14 @@
 #   --idle N            idle TCP connections for the RSS test (default 5000; 0 skips it)
 #   --udp-idle N        idle UDP flows for the RSS test (default 10000; 0 skips it)
 #   --syscalls TOOL     auto (perf, else strace), perf, strace, or none (default auto)
+#   --explain           one extra traced run per workload (IPv4) of dualproxy (and baseline):
+#                       syscalls, epoll_wait wake-ups and ready sockets per wake-up, reads,
+#                       writes and splices per request (or datagram) and bytes per call
+#   --explain-targets L the targets --explain traces (default dualproxy,baseline)
+#   --explain-tool T    auto (perf, else strace), perf or strace (default auto)
+#   --perf-machine      one extra run per workload and target (IPv4) under perf stat -a: the
+#                       whole machine's CPU time, context switches, softirqs ... per request
+#                       (cycles and instructions where the CPU counters are available)
 #   --out DIR           also keep the report, the raw JSON and all logs in DIR
 #   -h, --help          this text
 #
@@ -130,6 +138,10 @@ tls_resume=no
 idle=5000
 udp_idle=10000
 syscall_tool=auto
+explain=no
+explain_targets=dualproxy,baseline
+explain_tool=auto
+perf_machine=no
 outdir=
 
 usage() { sed -n '2,/^set -u/p' "$0" | sed -e '/^set -u/d' -e 's/^# \{0,1\}//'; }
@@ -154,6 +166,10 @@ while [ $# -gt 0 ]; do
 	--idle) idle=${2:?}; shift 2 ;;
 	--udp-idle) udp_idle=${2:?}; shift 2 ;;
 	--syscalls) syscall_tool=${2:?}; shift 2 ;;
+	--explain) explain=yes; shift ;;
+	--explain-targets) explain_targets=${2:?}; explain=yes; shift 2 ;;
+	--explain-tool) explain_tool=${2:?}; shift 2 ;;
+	--perf-machine) perf_machine=yes; shift ;;
 	--out) outdir=${2:?}; shift 2 ;;
 	-h|--help) usage; exit 0 ;;
 	*) usage >&2; die "unknown argument: $1" ;;
@@ -169,8 +185,11 @@ done
 case "$family" in 4) fams="v4" ;; 6) fams="v6" ;; both) fams="v4 v6" ;; *) die "--family must be 4, 6 or both" ;; esac
 case "$backend_workers" in auto) ;; *) isnum "$backend_workers" && [ "$backend_workers" -ge 1 ] || die "--backend-workers must be a number or auto" ;; esac
 case "$syscall_tool" in auto|perf|strace|none) ;; *) die "--syscalls must be auto, perf, strace or none" ;; esac
+case "$explain_tool" in auto|perf|strace) ;; *) die "--explain-tool must be auto, perf or strace" ;; esac
 IFS=, read -r -a targets <<<"$targets_arg"
 for t in "${targets[@]}"; do case "$t" in direct|dualproxy|haproxy|nginx|socat) ;; *) die "unknown target '$t'" ;; esac; done
+IFS=, read -r -a explain_list <<<"$explain_targets"
+for t in "${explain_list[@]}"; do case "$t" in dualproxy|baseline|haproxy|nginx|socat) ;; *) die "unknown --explain-targets target '$t'" ;; esac; done
 
 # workloads: groups expanded, order of all_workloads, each once
 expand_wl() {
@@ -232,6 +251,35 @@ declare -A need_be=()
 for w in "${workloads[@]}"; do need_be[$(wl_backend "$w")]=1; done
 tcp_bes=(); for b in http w32k tls; do [ -n "${need_be[$b]:-}" ] && tcp_bes+=("$b"); done
 
+# perf for --explain and --perf-machine: settled before anything starts
+perf_ok() {
+	command -v perf >/dev/null &&
+		perf stat -x, -e 'syscalls:sys_enter_getppid' -- "$py" -c 'import os; os.getppid()' >/dev/null 2>&1
+}
+if [ "$explain" = yes ]; then
+	if [ "$explain_tool" = auto ]; then
+		if perf_ok; then explain_tool=perf
+		elif command -v strace >/dev/null; then explain_tool=strace
+		else die "--explain needs perf (with tracepoint access: root or perf_event_paranoid <= -1) or strace"; fi
+	elif [ "$explain_tool" = perf ]; then perf_ok || die "--explain-tool perf: perf cannot trace syscalls here (root or perf_event_paranoid <= -1 needed)"
+	else command -v strace >/dev/null || die "--explain-tool strace: strace is not installed"; fi
+fi
+machine_events=
+if [ "$perf_machine" = yes ]; then
+	command -v perf >/dev/null && perf stat -a -x, -e cpu-clock -- true >/dev/null 2>&1 ||
+		die "--perf-machine: perf stat -a does not work here (root or perf_event_paranoid <= 0 needed)"
+	machine_events=cpu-clock,context-switches,cpu-migrations,page-faults
+	if perf stat -x, -e instructions -- true 2>&1 | grep -q '^[0-9]'; then
+		machine_events="$machine_events,cycles,instructions"
+	else
+		note "perf: no CPU counters here (perf stat -e instructions true says <not supported>): --perf-machine counts software events only"
+	fi
+	avail=$(perf list 'irq:softirq_entry' 'net:netif_receive_skb' 'sched:sched_wakeup' 2>/dev/null)
+	for ev in irq:softirq_entry net:netif_receive_skb sched:sched_wakeup; do
+		printf '%s\n' "$avail" | grep -q "$ev " && machine_events="$machine_events,$ev"
+	done
+fi
+
 # every process may hold the idle connections or flows and their backend side
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 fd_need=$((2 * idle)); [ $((2 * many)) -gt $fd_need ] && fd_need=$((2 * many))
@@ -270,7 +318,7 @@ cleanup() {
 	local i
 	for ((i = ${#started[@]} - 1; i >= 0; i--)); do stop_pid "${started[i]}"; done
 	if [ -n "$outdir" ] && [ -d "$tmp" ]; then
-		mkdir -p "$outdir" && cp -r "$tmp"/. "$outdir"/ 2>/dev/null && rm -rf "$outdir"/www
+		mkdir -p "$outdir" && cp -r "$tmp"/. "$outdir"/ 2>/dev/null && rm -rf "$outdir"/www "$outdir"/*.data
 	fi
 	rm -rf "$tmp"
 }
@@ -741,6 +789,7 @@ inst_of() { # WORKLOAD TARGET: the instance name (the process) that serves it
 	is_udp "$1" && echo "u_$2" || echo "$2"
 }
 
+run_opts=() # more options for the helper's run or iperf, for one call of run_one
 run_one() { # ROUND WORKLOAD FAMILY TARGET OUTFILE [WRAP...]: one wrk or iperf3 run
 	local round=$1 wl=$2 fam=$3 t=$4 out=$5 pids="" hdr=() be scheme port inst
 	shift 5
@@ -750,7 +799,7 @@ run_one() { # ROUND WORKLOAD FAMILY TARGET OUTFILE [WRAP...]: one wrk or iperf3 
 	if is_udp "$wl"; then
 		local len=${wl#udp-}
 		fg_run "$py" "$helper" iperf --meta "$meta, \"len\": $len}" --len "$len" \
-			--out "$out" --log "$tmp/iperf3.log" --pids "$pids" --backend-pids "$(pidspec u_direct)" -- \
+			--out "$out" --log "$tmp/iperf3.log" --pids "$pids" --backend-pids "$(pidspec u_direct)" "${run_opts[@]}" -- \
 			"$@" iperf3 -c "$(addr_of "$fam")" -p "${PORT[u_$t]}" -u -b 0 -l "$len" -t "$duration" -J --connect-timeout 3000
 		sleep 0.5
 		return
@@ -761,7 +810,7 @@ run_one() { # ROUND WORKLOAD FAMILY TARGET OUTFILE [WRAP...]: one wrk or iperf3 
 	local conns; conns=$(wl_conns "$wl")
 	fg_run "$py" "$helper" run --meta "$meta, \"connections\": $conns}" \
 		--out "$out" --log "$tmp/wrk.log" --pids "$pids" --backend-pids "$(pidspec direct)" \
-		--status-url "http://127.0.0.1:${PORT[status]}/" -- \
+		--status-url "http://127.0.0.1:${PORT[status]}/" "${run_opts[@]}" -- \
 		"$@" wrk -t"$threads" -c"$conns" -d"${duration}s" --timeout 5s --latency -s "$lua" "${hdr[@]}" \
 		"$scheme://$(host_of "$fam"):${PORT[$t/$be]}$(wl_path "$wl")"
 	# let the proxies close what wrk left (thousands of connections after many-ka)
@@ -792,10 +841,6 @@ done
 # ---------------------------------------------------------------- syscalls per request
 proxies=()
 for t in "${tcp_targets[@]}"; do [ "$t" != direct ] && proxies+=("$t"); done
-perf_ok() {
-	command -v perf >/dev/null &&
-		perf stat -x, -e 'syscalls:sys_enter_getppid' -- "$py" -c 'import os; os.getppid()' >/dev/null 2>&1
-}
 if [ "$syscall_tool" = auto ]; then
 	if perf_ok; then syscall_tool=perf
 	elif command -v strace >/dev/null; then syscall_tool=strace
@@ -808,13 +853,18 @@ fi
 # perf: the total (raw_syscalls) and the syscalls a relay makes, each counted
 # separately (all of syscalls:sys_enter_* takes many seconds to set up)
 perf_events=raw_syscalls:sys_enter
-if [ "$syscall_tool" = perf ]; then
+exit_events=syscalls:sys_enter_splice
+if [ "$syscall_tool" = perf ] || [ "$explain_tool" = perf ]; then
 	avail=$(perf list 'syscalls:sys_e*' 2>/dev/null)
 	for sc in read write readv writev recvfrom sendto recvmsg sendmsg recvmmsg sendmmsg \
 		epoll_wait epoll_pwait epoll_pwait2 epoll_ctl splice accept accept4 connect close shutdown \
 		setsockopt getsockopt socket pipe2 getsockname getpeername fcntl ioctl timerfd_settime \
 		clock_gettime gettimeofday io_uring_enter; do
 		printf '%s\n' "$avail" | grep -q "syscalls:sys_enter_$sc " && perf_events="$perf_events,syscalls:sys_enter_$sc"
+	done
+	for sc in read readv recvfrom recvmsg recvmmsg write writev sendto sendmsg sendmmsg \
+		epoll_wait epoll_pwait epoll_pwait2 splice; do
+		printf '%s\n' "$avail" | grep -q "syscalls:sys_exit_$sc " && exit_events="$exit_events,syscalls:sys_exit_$sc"
 	done
 fi
 if [ "$syscall_tool" != none ] && [ ${#proxies[@]} -gt 0 ] && has_wl small-ka; then
@@ -840,6 +890,67 @@ if [ "$syscall_tool" != none ] && [ ${#proxies[@]} -gt 0 ] && has_wl small-ka; t
 		"$py" "$helper" syscalls --tool "$syscall_tool" --file "$f" --result "$tmp/syscall-runs.jsonl" \
 			--target "$t" --out "$tmp/syscalls.jsonl"
 		sleep 0.5
+	done
+fi
+
+# ---------------------------------------------------------------- explain: calls and bytes per call
+if [ "$explain" = yes ]; then
+	echo "== explain: one traced run per workload (v4, $explain_tool attached)"
+	for wl in "${workloads[@]}"; do
+		for t in "${explain_list[@]}"; do
+			case " $(targets_for "$wl") " in *" $t "*) ;; *) continue ;; esac
+			inst=$(inst_of "$wl" "$t")
+			pids=$(inst_pids "$inst")
+			f=$tmp/explain-$t-$wl
+			tracers=()
+			if [ "$explain_tool" = perf ]; then
+				perf record -q -m 16M -o "$f.data" -e "$exit_events" -p "$pids" -- sleep $((duration + 2)) >"$f.perf.log" 2>&1 &
+				tracers+=($!)
+				perf stat -x, -o "$f.stat" -e "$perf_events" -p "$pids" -- sleep $((duration + 2)) >>"$f.perf.log" 2>&1 &
+				tracers+=($!)
+			else
+				args=(); for p in ${pids//,/ }; do args+=(-p "$p"); done
+				strace -f -qq -s 0 -o "$f.strace" "${args[@]}" >"$f.strace.log" 2>&1 &
+				tracers+=($!)
+			fi
+			started+=("${tracers[@]}")
+			sleep 1
+			run_opts=(--fd-watch "$pids" --fd-out "$f.fds")
+			run_one explain "$wl" v4 "$t" "$tmp/explain-runs.jsonl"
+			run_opts=()
+			[ "$explain_tool" = strace ] && kill -INT "${tracers[@]}" 2>/dev/null
+			for tr in "${tracers[@]}"; do
+				for i in $(seq 150); do kill -0 "$tr" 2>/dev/null || break; sleep 0.1; done
+				kill -0 "$tr" 2>/dev/null && kill -TERM "$tr" 2>/dev/null
+				wait "$tr" 2>/dev/null
+			done
+			if [ "$explain_tool" = perf ]; then
+				grep -i 'lost' "$f.perf.log" | head -n 1 | sed "s/^/   $t $wl: perf: /"
+				perf script -i "$f.data" -F pid,tid,event,trace >"$f.txt" 2>>"$f.perf.log"
+				rm -f "$f.data"
+				"$py" "$helper" explain --tool perf --file "$f.txt" --stat "$f.stat" --result "$tmp/explain-runs.jsonl" \
+					--target "$t" --workload "$wl" --fds "$f.fds" --out "$tmp/explain.jsonl"
+				rm -f "$f.txt"
+			else
+				"$py" "$helper" explain --tool strace --file "$f.strace" --result "$tmp/explain-runs.jsonl" \
+					--target "$t" --workload "$wl" --fds "$f.fds" --out "$tmp/explain.jsonl"
+				rm -f "$f.strace"
+			fi
+			sleep 0.5
+		done
+	done
+fi
+
+# ---------------------------------------------------------------- the whole machine under perf stat
+if [ "$perf_machine" = yes ]; then
+	echo "== perf stat -a: one run per workload and target (v4)"
+	for wl in "${workloads[@]}"; do
+		for t in $(targets_for "$wl"); do
+			run_one machine "$wl" v4 "$t" "$tmp/machine-runs.jsonl" \
+				perf stat -a -x, -o "$tmp/machine-$t-$wl.csv" -e "$machine_events" --
+			"$py" "$helper" machine --file "$tmp/machine-$t-$wl.csv" --result "$tmp/machine-runs.jsonl" \
+				--target "$t" --workload "$wl" --out "$tmp/machine.jsonl"
+		done
 	done
 fi
 
@@ -916,7 +1027,7 @@ fi
 echo
 "$py" "$helper" report --header "$tmp/header.txt" --results "$tmp/results.jsonl" \
 	--syscalls "$tmp/syscalls.jsonl" --rss "$tmp/rss.jsonl" --udp-rss "$tmp/udp-rss.jsonl" \
-	--json "$tmp/results.json" | tee "$tmp/report.txt"
+	--explain "$tmp/explain.jsonl" --machine "$tmp/machine.jsonl" --json "$tmp/results.json" | tee "$tmp/report.txt"
 [ -n "$outdir" ] && echo "(report, raw results and logs kept in $outdir)"
 exit 0
 }

@@ -10,9 +10,11 @@ Standard library only.  Subcommands:
                               datagrams arrive
   pids ROOT                   ROOT and all its descendants, comma-separated
   rss ROOT                    summed VmRSS (KB) of ROOT and its descendants
-  run --meta JSON --out F --log F [--pids P] [--backend-pids P] [--status-url U] -- wrk ...
+  run --meta JSON --out F --log F [--pids P] [--backend-pids P] [--status-url U]
+      [--fd-watch PIDS --fd-out F] -- wrk ...
                               run wrk once, sample the CPU time of the proxy and
-                              backend processes, append one JSON result to F
+                              backend processes, append one JSON result to F (and
+                              note which descriptors of PIDS were pipes, for explain)
   iperf --meta JSON --out F --log F [--pids P] [--backend-pids P] --len L -- iperf3 ...
                               run one iperf3 UDP client the same way
   idle --host H --port P --backend-port B --count N --mode silent|partial --pid ROOT
@@ -21,8 +23,14 @@ Standard library only.  Subcommands:
                               RSS per idle UDP flow through a proxy (JSON line)
   syscalls --tool perf|strace --file F --result F --target NAME --out F
                               syscall counts per request (JSON line appended)
+  explain --tool perf|strace --file F [--stat F] --result F --target NAME --workload W
+          [--fds F] --out F
+                              wake-ups, calls and bytes per call of one traced run
+  machine --file F --result F --target NAME --workload W --out F
+                              perf stat -a counts of the whole machine per request
   tlsprobe --log F            connections, requests and resumed sessions in a TLS access log
-  report --results F [--syscalls F] [--rss F] [--udp-rss F] [--header F] [--json F]
+  report --results F [--syscalls F] [--rss F] [--udp-rss F] [--explain F] [--machine F]
+         [--header F] [--json F]
                               the tables
 """
 
@@ -286,6 +294,43 @@ class Sample:
                                    / wall - res["wrk_cpu_pct"])
 
 
+class FdWatch:
+    """Samples the descriptors of some processes every 0.1 s while a run goes on, so that a trace
+    can tell pipes from sockets afterwards (pipes come and go with the connections)."""
+
+    def __init__(self, pids, out):
+        import threading
+        self.pids, self.out, self.seen, self.stop_ = [int(p) for p in pids.split(",") if p], out, {}, False
+        self.thread = threading.Thread(target=self._loop, daemon=True) if self.pids and out else None
+        if self.thread:
+            self.thread.start()
+
+    def _loop(self):
+        while not self.stop_:
+            for pid in self.pids:
+                try:
+                    fds = os.listdir(f"/proc/{pid}/fd")
+                except OSError:
+                    continue
+                for fd in fds:
+                    try:
+                        kind = "pipe" if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:") else "other"
+                    except OSError:
+                        continue
+                    c = self.seen.setdefault(f"{pid}:{fd}", {"pipe": 0, "other": 0})
+                    c[kind] += 1
+            time.sleep(0.1)
+
+    def finish(self):
+        if not self.thread:
+            return
+        self.stop_ = True
+        self.thread.join()
+        pipes = sorted(k for k, c in self.seen.items() if c["pipe"] > c["other"])
+        with open(self.out, "w") as f:
+            json.dump({"pipes": pipes}, f)
+
+
 def _run_child(cmd):
     global _child
     _child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -298,10 +343,12 @@ def cmd_run(a):
     signal.signal(signal.SIGINT, _on_term)
     meta = json.loads(a.meta)
     acc0 = _backend_accepts(a.status_url)
+    fdw = FdWatch(a.fd_watch, a.fd_out)
     smp = Sample(a.pids, a.backend_pids)
     rc, out = _run_child(a.wrk)
     res = dict(meta)
     smp.stop(res)
+    fdw.finish()
     acc1 = _backend_accepts(a.status_url)
     with open(a.log, "a") as f:
         f.write(f"### {json.dumps(meta)}\n$ {' '.join(a.wrk)}\n{out}\n")
@@ -348,6 +395,7 @@ def cmd_iperf(a):
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
     meta = json.loads(a.meta)
+    fdw = FdWatch(a.fd_watch, a.fd_out)
     smp = Sample(a.pids, a.backend_pids)
     for attempt in range(3):
         rc, out = _run_child(a.iperf)
@@ -356,6 +404,7 @@ def cmd_iperf(a):
         time.sleep(1)  # the server is still finishing the previous test
     res = dict(meta)
     smp.stop(res)
+    fdw.finish()
     with open(a.log, "a") as f:
         f.write(f"### {json.dumps(meta)}\n$ {' '.join(a.iperf)}\n{out}\n")
     d = None
@@ -651,6 +700,187 @@ def cmd_syscalls(a):
     return 0
 
 
+# ---------------------------------------------------------------- explain: calls and bytes per call
+SPLICE = "splice"
+
+
+def _signed(v):
+    v = int(v, 16) if v.startswith("0x") else int(v)
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+class CallStats:
+    """per syscall: calls, calls that failed (EAGAIN mostly), sum of the positive returns"""
+
+    def __init__(self):
+        self.calls, self.failed, self.sum, self.zero = {}, {}, {}, {}
+
+    def add(self, name, ret):
+        self.calls[name] = self.calls.get(name, 0) + 1
+        if ret < 0:
+            self.failed[name] = self.failed.get(name, 0) + 1
+        elif ret == 0:
+            self.zero[name] = self.zero.get(name, 0) + 1
+        else:
+            self.sum[name] = self.sum.get(name, 0) + ret
+
+
+def _explain_perf(path, pipes):
+    """perf script -F pid,tid,event,trace output of the sys_exit_* (and sys_enter_splice) tracepoints"""
+    st, enter = CallStats(), {}
+    with open(path, errors="replace") as f:
+        for line in f:
+            parts = line.split(None, 2)  # "PID/TID syscalls:sys_exit_NAME: RET"
+            if len(parts) < 3 or not parts[1].startswith("syscalls:sys_"):
+                continue
+            pid, _, tid = parts[0].partition("/")
+            ev, rest = parts[1].rstrip(":"), parts[2]
+            if ev == "syscalls:sys_enter_splice":
+                fields = dict(x.strip().split(": ", 1) for x in rest.split(",") if ": " in x)
+                enter[tid] = (int(fields.get("fd_in", "-1"), 16), int(fields.get("fd_out", "-1"), 16))
+                continue
+            name = ev[len("syscalls:sys_exit_"):]
+            try:
+                ret = _signed(rest.strip().split()[0])
+            except (ValueError, IndexError):
+                continue
+            if name == SPLICE:
+                fd_in, fd_out = enter.pop(tid, (-1, -1))
+                name = ("splice-in" if f"{pid}:{fd_out}" in pipes else "splice-out" if f"{pid}:{fd_in}" in pipes
+                        else "splice-?")
+            st.add(name, ret)
+    return st
+
+
+def _explain_strace(path, pipes):
+    """strace -f -o output: every syscall line, with its arguments and return value"""
+    import re
+    rx = re.compile(r"^(?:(\d+)\s+)?(?:<\.\.\. )?([a-z0-9_]+)(?:\(| resumed>)(.*)\)\s+=\s+(-?\d+|\?)")
+    st, counts = CallStats(), {}
+    with open(path, errors="replace") as f:
+        for line in f:
+            if "<unfinished ...>" in line:
+                continue
+            m = rx.match(line)
+            if not m:
+                continue
+            pid, name, args, ret = m.group(1), m.group(2), m.group(3), m.group(4)
+            counts[name] = counts.get(name, 0) + 1
+            if ret == "?":
+                continue
+            ret = int(ret)
+            if name == SPLICE:
+                try:
+                    a = [x.strip() for x in args.split(",")]
+                    fd_in, fd_out = int(a[0]), int(a[2])
+                except (ValueError, IndexError):
+                    fd_in = fd_out = -1
+                name = ("splice-in" if f"{pid}:{fd_out}" in pipes else "splice-out" if f"{pid}:{fd_in}" in pipes
+                        else "splice-?")
+            if name in READS or name in WRITES or name in EPOLL_WAIT or name.startswith("splice"):
+                st.add(name, ret)
+    return st, counts
+
+
+def cmd_explain(a):
+    res = None
+    with open(a.result) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("target") == a.target and r.get("workload") == a.workload:
+                res = r
+    out = {"target": a.target, "workload": a.workload, "tool": a.tool}
+    udp = a.workload.startswith("udp")
+    units = None if res is None or res.get("failed") else res.get("delivered") if udp else res.get("requests")
+    pipes = set()
+    if a.fds and os.path.exists(a.fds):
+        with open(a.fds) as f:
+            pipes = set(json.load(f)["pipes"])
+    counts = {}
+    try:
+        if a.tool == "perf":
+            st = _explain_perf(a.file, pipes)
+            if a.stat and os.path.exists(a.stat):
+                counts = _parse_perf(a.stat)
+        else:
+            st, counts = _explain_strace(a.file, pipes)
+        total = sum(counts.values()) if counts else None
+    except OSError as e:
+        out["error"] = f"cannot read the trace: {e}"
+        st = None
+    if st is None or not units:
+        out.setdefault("error", "the traced run failed" if not units else "no trace")
+    else:
+        def per(names):
+            return sum(st.calls.get(n, 0) for n in names) / units
+
+        def size(names):
+            ok = sum(st.calls.get(n, 0) - st.failed.get(n, 0) - st.zero.get(n, 0) for n in names)
+            return sum(st.sum.get(n, 0) for n in names) / ok if ok else None
+
+        def failed(names):
+            c = sum(st.calls.get(n, 0) for n in names)
+            return 100.0 * sum(st.failed.get(n, 0) for n in names) / c if c else None
+
+        rd = [n for n in READS if n not in ("recvmmsg",)]
+        wr = [n for n in WRITES if n not in ("sendmmsg",)]
+        out.update({
+            "units": units, "unit": "datagram" if udp else "request", "rps": res.get("pps" if udp else "rps"),
+            "total_per_unit": total / units if total else None,
+            "epoll_wait": per(EPOLL_WAIT), "events_per_wait": size(EPOLL_WAIT),
+            "empty_waits_pct": (100.0 * sum(st.zero.get(n, 0) for n in EPOLL_WAIT) / sum(st.calls.get(n, 0) for n in EPOLL_WAIT)
+                                if sum(st.calls.get(n, 0) for n in EPOLL_WAIT) else None),
+            "reads": per(rd), "bytes_per_read": size(rd), "reads_failed_pct": failed(rd),
+            "writes": per(wr), "bytes_per_write": size(wr),
+            "splice_in": per(["splice-in"]), "bytes_per_splice_in": size(["splice-in"]),
+            "splice_out": per(["splice-out"]), "bytes_per_splice_out": size(["splice-out"]),
+            "recvmmsg": per(["recvmmsg"]), "dgrams_per_recvmmsg": size(["recvmmsg"]),
+            "sendmmsg": per(["sendmmsg"]), "dgrams_per_sendmmsg": size(["sendmmsg"]),
+            "calls": st.calls, "failed": st.failed, "sums": st.sum,
+            # the other syscalls, most frequent first (per unit)
+            "others": [(k, v / units) for v, k in sorted(((v, k) for k, v in counts.items()
+                                                          if k not in READS | WRITES | EPOLL_WAIT | {"splice"}),
+                                                         reverse=True)[:3] if v / units >= 0.01],
+        })
+    with open(a.out, "a") as f:
+        f.write(json.dumps(out) + "\n")
+    return 0
+
+
+def cmd_machine(a):
+    """perf stat -a -x, counts of the whole machine during one run, per request or datagram"""
+    res = None
+    with open(a.result) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("target") == a.target and r.get("workload") == a.workload:
+                res = r
+    out = {"target": a.target, "workload": a.workload}
+    counts = {}
+    try:
+        with open(a.file) as f:
+            for line in f:
+                parts = line.strip().split(",")
+                if len(parts) < 3 or line.startswith("#"):
+                    continue
+                try:
+                    counts[parts[2]] = float(parts[0])
+                except ValueError:
+                    counts[parts[2]] = None  # <not supported> / <not counted>
+    except OSError as e:
+        out["error"] = str(e)
+    udp = a.workload.startswith("udp")
+    units = None if res is None or res.get("failed") else res.get("delivered") if udp else res.get("requests")
+    if not counts or not units:
+        out.setdefault("error", "no counts" if not counts else "the counted run failed")
+    else:
+        out.update({"units": units, "unit": "datagram" if udp else "request",
+                    "per_unit": {k: (v / units if v is not None else None) for k, v in counts.items()}})
+    with open(a.out, "a") as f:
+        f.write(json.dumps(out) + "\n")
+    return 0
+
+
 def cmd_tlsprobe(a):
     """access log lines '$connection $ssl_session_reused $ssl_protocol $ssl_cipher'"""
     conns, reqs, reused, kinds = set(), 0, 0, {}
@@ -928,6 +1158,66 @@ def _report_markdown(med, cmp_):
         print(f"| {label.rsplit(',', 1)[0].format(conns=f'{conns:,}' if conns else 'many')} | " + " | ".join(cells) + " |")
 
 
+def _report_explain(ex):
+    if not ex:
+        return
+    print()
+    tool = ex[0].get("tool")
+    print(f"Explain: one extra traced run per workload (IPv4) with {tool} attached"
+          + (" (perf record of the syscall exit tracepoints, perf stat for the total)" if tool == "perf"
+             else " (strace -f: the proxy runs much slower under it, so it batches more than it would)"))
+    print("(per request, or per delivered datagram for UDP: syscalls, epoll_wait wake-ups; ev/wake = ready")
+    print("sockets per wake-up; reads = read/recv/recvfrom/recvmsg, B/read = bytes per read that returned data,")
+    print("EAGAIN% = reads that found nothing; splice-in = socket to pipe, splice-out = pipe to socket)")
+    h = (f"{'target':<10} {'workload':<11} {'sys/u':>6} {'wakes/u':>7} {'ev/wake':>7} {'reads/u':>7} {'B/read':>7}"
+         f" {'EAGAIN%':>7} {'writes/u':>8} {'B/write':>7} {'spl-in/u':>8} {'B/spl-in':>8} {'spl-out/u':>9} {'B/spl-out':>9}"
+         f" {'mmsg dgr/call':>13}  others/u")
+    print(h)
+    print("-" * len(h))
+    for e in ex:
+        if e.get("error"):
+            print(f"{e['target']:<10} {e['workload']:<11} {e['error']}")
+            continue
+        mm = e.get("dgrams_per_recvmmsg")
+        print(f"{e['target']:<10} {e['workload']:<11} {_fmt(e['total_per_unit'], '>6.2f'):>6} {e['epoll_wait']:>7.3f}"
+              f" {_fmt(e['events_per_wait'], '>7.2f'):>7} {e['reads']:>7.3f} {_fmt(e['bytes_per_read'], '>7.0f'):>7}"
+              f" {_fmt(e['reads_failed_pct'], '>6.1f'):>7} {e['writes']:>8.3f} {_fmt(e['bytes_per_write'], '>7.0f'):>7}"
+              f" {e['splice_in']:>8.3f} {_fmt(e['bytes_per_splice_in'], '>8.0f'):>8} {e['splice_out']:>9.3f}"
+              f" {_fmt(e['bytes_per_splice_out'], '>9.0f'):>9} {_fmt(mm, '>13.1f'):>13}  "
+              + (", ".join(f"{k} {v:.2f}" for k, v in e.get("others", [])) or "-"))
+
+
+def _report_machine(mc):
+    if not mc:
+        return
+    keys = []
+    for m in mc:
+        for k in (m.get("per_unit") or {}):
+            if k not in keys:
+                keys.append(k)
+    print()
+    print("Whole machine, perf stat -a during one extra run per workload and target (IPv4), per request or")
+    print("delivered datagram (cpu-clock in microseconds; both cores, wrk and the backend included)")
+    short = {"cpu-clock": "cpu us", "context-switches": "ctxsw", "cpu-migrations": "migr", "page-faults": "faults",
+             "irq:softirq_entry": "softirqs", "net:netif_receive_skb": "rx skbs", "sched:sched_wakeup": "wakeups",
+             "instructions": "instr", "cycles": "cycles"}
+    h = f"{'target':<10} {'workload':<11} " + " ".join(f"{short.get(k, k):>9}" for k in keys)
+    print(h)
+    print("-" * len(h))
+    for m in mc:
+        if m.get("error"):
+            print(f"{m['target']:<10} {m['workload']:<11} {m['error']}")
+            continue
+        pu = m["per_unit"]
+        cells = []
+        for k in keys:
+            v = pu.get(k)
+            if k == "cpu-clock" and v is not None:
+                v *= 1000  # msec -> usec
+            cells.append(f"{_fmt(v, '>9.2f' if v is None or v < 1000 else '>9.0f'):>9}")
+        print(f"{m['target']:<10} {m['workload']:<11} " + " ".join(cells))
+
+
 def _report_udp_rss(ur):
     if not ur:
         return
@@ -997,6 +1287,10 @@ def cmd_report(a):
             ot = ", ".join(f"{k} {v/req:.3f}" for v, k in others[:4] if v / req >= 0.001) or "-"
             print(f"{s['target']:<10} {req:>9} {s['rps']:>8.0f} {s['per_req']:>9.2f} {s['read']:>9.2f} {s['write']:>10.2f}"
                   f" {s['epoll_wait']:>10.3f} {s['epoll_ctl']:>9.3f} {s['splice']:>7.3f}  {ot}")
+    ex = _load(a.explain)
+    _report_explain(ex)
+    mc = _load(a.machine)
+    _report_machine(mc)
 
     rss = _load(a.rss)
     if rss:
@@ -1059,7 +1353,7 @@ def cmd_report(a):
     _report_markdown(med, cmp_)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"runs": _load(a.results), "syscalls": sc, "rss": rss,
+            json.dump({"runs": _load(a.results), "syscalls": sc, "explain": ex, "machine": mc, "rss": rss,
                        "udp_rss": ur}, f, indent=1)
     return 0
 
@@ -1077,10 +1371,12 @@ def main():
     s = sub.add_parser("run")
     s.add_argument("--meta", required=True); s.add_argument("--out", required=True); s.add_argument("--log", required=True)
     s.add_argument("--pids", default=""); s.add_argument("--backend-pids", default=""); s.add_argument("--status-url", default="")
+    s.add_argument("--fd-watch", default=""); s.add_argument("--fd-out", default="")
     s.add_argument("wrk", nargs=argparse.REMAINDER)
     s = sub.add_parser("iperf")
     s.add_argument("--meta", required=True); s.add_argument("--out", required=True); s.add_argument("--log", required=True)
     s.add_argument("--pids", default=""); s.add_argument("--backend-pids", default=""); s.add_argument("--len", type=int, required=True)
+    s.add_argument("--fd-watch", default=""); s.add_argument("--fd-out", default="")
     s.add_argument("iperf", nargs=argparse.REMAINDER)
     s = sub.add_parser("idle")
     s.add_argument("--host", required=True); s.add_argument("--port", type=int, required=True)
@@ -1094,10 +1390,17 @@ def main():
     s = sub.add_parser("syscalls")
     s.add_argument("--tool", choices=("perf", "strace"), required=True); s.add_argument("--file", required=True)
     s.add_argument("--result", required=True); s.add_argument("--target", required=True); s.add_argument("--out", required=True)
+    s = sub.add_parser("explain")
+    s.add_argument("--tool", choices=("perf", "strace"), required=True); s.add_argument("--file", required=True)
+    s.add_argument("--stat"); s.add_argument("--result", required=True); s.add_argument("--target", required=True)
+    s.add_argument("--workload", required=True); s.add_argument("--fds"); s.add_argument("--out", required=True)
+    s = sub.add_parser("machine")
+    s.add_argument("--file", required=True); s.add_argument("--result", required=True); s.add_argument("--target", required=True)
+    s.add_argument("--workload", required=True); s.add_argument("--out", required=True)
     s = sub.add_parser("tlsprobe"); s.add_argument("--log", required=True)
     s = sub.add_parser("report")
     s.add_argument("--results", required=True); s.add_argument("--syscalls"); s.add_argument("--rss")
-    s.add_argument("--udp-rss")
+    s.add_argument("--udp-rss"); s.add_argument("--explain"); s.add_argument("--machine")
     s.add_argument("--header"); s.add_argument("--json")
     a = p.parse_args()
     for k in ("wrk", "iperf"):
@@ -1106,7 +1409,7 @@ def main():
             setattr(a, k, v[1:])
     return {"ports": cmd_ports, "check": cmd_check, "udpcheck": cmd_udpcheck, "pids": cmd_pids, "rss": cmd_rss,
             "run": cmd_run, "iperf": cmd_iperf, "idle": cmd_idle, "udpidle": cmd_udpidle, "syscalls": cmd_syscalls,
-            "tlsprobe": cmd_tlsprobe, "report": cmd_report}[a.cmd](a) or 0
+            "explain": cmd_explain, "machine": cmd_machine, "tlsprobe": cmd_tlsprobe, "report": cmd_report}[a.cmd](a) or 0
 
 
 if __name__ == "__main__":
