@@ -39,6 +39,21 @@ void addr_from_sockaddr(struct addr *a, const struct sockaddr *sa, socklen_t len
 /* Writes "1.2.3.4:80" or "[::1]:80" into buf (ADDR_STRLEN bytes); returns buf. */
 char *addr_format(const struct addr *a, char *buf);
 
+/* Bytes that identify an address and port, for hashing: family, port,
+ * address (and IPv6 scope). Returns how many were written. */
+#define ADDR_KEY_MAX 23
+size_t addr_key(const struct addr *a, unsigned char key[ADDR_KEY_MAX]);
+
+/* The same from a sockaddr_in or sockaddr_in6. */
+size_t addr_key_sa(const struct sockaddr *sa, unsigned char key[ADDR_KEY_MAX]);
+
+/* True when a and b cannot both be bound: the same family and port, and the
+ * same address or either of them the wildcard. */
+bool addr_overlaps(const struct addr *a, const struct addr *b);
+
+/* True for 0.0.0.0 and ::. */
+bool addr_is_wildcard(const struct addr *a);
+
 int addr_family(const struct addr *a);
 uint16_t addr_port(const struct addr *a);
 bool addr_equal(const struct addr *a, const struct addr *b);

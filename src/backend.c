@@ -38,30 +38,3 @@ int backend_connect_result(int fd)
 		return errno;
 	return err;
 }
-
-enum backend_error backend_error_kind(int err)
-{
-	switch (err) {
-	case ECONNREFUSED:
-		return BACKEND_REFUSED;
-	case ETIMEDOUT:
-		return BACKEND_TIMEOUT;
-	case ENETUNREACH:
-	case EHOSTUNREACH:
-		return BACKEND_UNREACHABLE;
-	default:
-		return BACKEND_FAILED;
-	}
-}
-
-const char *backend_error_reason(enum backend_error e)
-{
-	static const char *const reasons[BACKEND_ERROR_COUNT] = {
-		[BACKEND_REFUSED] = "connect-refused",
-		[BACKEND_TIMEOUT] = "connect-timeout",
-		[BACKEND_UNREACHABLE] = "connect-unreachable",
-		[BACKEND_FAILED] = "connect-failed",
-		[BACKEND_RESET] = "backend-reset",
-	};
-	return reasons[e];
-}

@@ -3,7 +3,6 @@
 #define DUALPROXY_BACKEND_H
 
 #include "addr.h"
-#include "stats.h"
 
 /* Opens a non-blocking TCP socket and starts connecting to a. Returns the fd
  * (owned by the caller), with *in_progress set when the connect has yet to
@@ -13,12 +12,5 @@ int backend_connect(const struct addr *a, int *in_progress);
 
 /* After writability: returns 0 when connected, else the errno of the failure. */
 int backend_connect_result(int fd);
-
-/* Classifies the errno of a failed connect. */
-enum backend_error backend_error_kind(int err);
-
-/* How a failed connect ends a connection in the log: "connect-refused",
- * "connect-timeout", "connect-unreachable" or "connect-failed". */
-const char *backend_error_reason(enum backend_error e);
 
 #endif

@@ -2,12 +2,14 @@
 #include "autoconfig.h"
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cidr.h"
 
-int cidr_parse(const char *s, struct cidr *out, const char **err)
+/* Parses s; host bits are cleared, and *masked says whether any were set. */
+static int parse(const char *s, struct cidr *out, bool *masked, const char **err)
 {
 	char host[INET6_ADDRSTRLEN + 1];
 	const char *slash = strchr(s, '/');
@@ -41,13 +43,40 @@ int cidr_parse(const char *s, struct cidr *out, const char **err)
 		}
 		out->prefix = (unsigned)atoi(p);
 	}
+	*masked = false;
 	for (unsigned bit = out->prefix; bit < max; bit++) {
-		if (out->addr[bit / 8] & (0x80u >> (bit % 8))) {
-			*err = "host bits set after the prefix";
-			return -1;
+		unsigned char mask = (unsigned char)(0x80u >> (bit % 8));
+		if (out->addr[bit / 8] & mask) {
+			out->addr[bit / 8] &= (unsigned char)~mask;
+			*masked = true;
 		}
 	}
 	return 0;
+}
+
+int cidr_parse(const char *s, struct cidr *out, const char **err)
+{
+	bool masked;
+	if (parse(s, out, &masked, err) < 0)
+		return -1;
+	if (masked) {
+		*err = "host bits set after the prefix";
+		return -1;
+	}
+	return 0;
+}
+
+int cidr_parse_masking(const char *s, struct cidr *out, bool *masked, const char **err)
+{
+	return parse(s, out, masked, err);
+}
+
+char *cidr_format(const struct cidr *c, char *buf)
+{
+	char host[INET6_ADDRSTRLEN];
+	inet_ntop(c->family, c->addr, host, sizeof(host));
+	snprintf(buf, ADDR_STRLEN, "%s/%u", host, c->prefix);
+	return buf;
 }
 
 int cidr_list_add(struct cidr_list *list, const struct cidr *c, const char **err)
@@ -56,8 +85,21 @@ int cidr_list_add(struct cidr_list *list, const struct cidr *c, const char **err
 		*err = "too many prefixes (at most 64)";
 		return -1;
 	}
+	struct cidr *items = realloc(list->items, (list->n + 1) * sizeof(*items));
+	if (items == NULL) {
+		*err = "out of memory";
+		return -1;
+	}
+	list->items = items;
 	list->items[list->n++] = *c;
 	return 0;
+}
+
+void cidr_list_free(struct cidr_list *list)
+{
+	free(list->items);
+	list->items = NULL;
+	list->n = 0;
 }
 
 static bool prefix_match(const unsigned char *a, const unsigned char *net, unsigned prefix)

@@ -34,11 +34,10 @@ struct parse_state {
 	struct service *cur;      /* current service section, or NULL */
 	struct service **tail;    /* where the next service is linked */
 	unsigned seen;            /* keys already set in this section (bit per key) */
-	bool set_connect_timeout; /* per-service overrides given in this section */
-	bool set_idle_timeout;
 	bool has_key;             /* a key was seen since the last header */
 	unsigned global_line;     /* line of the [global] header, 0 if none */
 	unsigned metrics_line;    /* line of metrics_listen */
+	const char *key;          /* the key whose list is being parsed */
 	struct config_error *err;
 	bool failed;
 };
@@ -110,6 +109,7 @@ static int g_connect_timeout(struct parse_state *st, const char *key, const char
 
 static int g_idle_timeout(struct parse_state *st, const char *key, const char *value)
 {
+	st->cfg->idle_timeout_set = true;
 	return set_duration(st, key, value, &st->cfg->idle_timeout);
 }
 
@@ -130,7 +130,8 @@ static int g_drain_timeout(struct parse_state *st, const char *key, const char *
 
 static int g_user(struct parse_state *st, const char *key, const char *value)
 {
-	if (strlen(value) > USER_NAME_MAX || getpwnam(value) == NULL) {
+	/* whether it exists is checked at start-up (config_check_user) */
+	if (strlen(value) > USER_NAME_MAX) {
 		fail(st, st->line, "%s: no such user '%s'", key, value);
 		return -1;
 	}
@@ -141,6 +142,7 @@ static int g_user(struct parse_state *st, const char *key, const char *value)
 
 static int g_keep_net_bind(struct parse_state *st, const char *key, const char *value)
 {
+	st->cfg->keep_net_bind_line = st->line;
 	return set_bool(st, key, value, &st->cfg->keep_net_bind);
 }
 
@@ -162,6 +164,27 @@ static int g_metrics_listen(struct parse_state *st, const char *key, const char 
 	return 0;
 }
 
+static int metrics_allow_item(const char *item, void *ctx)
+{
+	struct parse_state *st = ctx;
+	struct cidr c;
+	const char *why;
+	if (cidr_parse(item, &c, &why) < 0 ||
+	    cidr_list_add(&st->cfg->metrics_allow, &c, &why) < 0) {
+		fail(st, st->line, "%s: %s: '%s'", st->key, why, item);
+		return -1;
+	}
+	return 0;
+}
+
+static int for_each_item(struct parse_state *st, const char *key, const char *value,
+			 int (*fn)(const char *item, void *st));
+
+static int g_metrics_allow(struct parse_state *st, const char *key, const char *value)
+{
+	return for_each_item(st, key, value, metrics_allow_item);
+}
+
 static int g_log_level(struct parse_state *st, const char *key, const char *value)
 {
 	if (log_level_parse(value, &st->cfg->log_level) < 0) {
@@ -172,44 +195,55 @@ static int g_log_level(struct parse_state *st, const char *key, const char *valu
 	return 0;
 }
 
-/* Splits a comma- or blank-separated list in place; calls fn for each entry. */
+/* Calls fn for each entry of a comma- or blank-separated list; the key
+ * being parsed is st->key while it runs. */
 static int for_each_item(struct parse_state *st, const char *key, const char *value,
-			 int (*fn)(struct parse_state *st, const char *key, const char *item))
+			 int (*fn)(const char *item, void *st))
 {
-	char *save = NULL;
-	int n = 0, rc = 0;
-	char *buf = strdup(value);
+	const char *why;
 
-	if (buf == NULL) {
-		fail(st, st->line, "out of memory");
+	st->key = key;
+	int n = parse_list(value, fn, st, &why);
+	if (n < 0) {
+		if (why != NULL)
+			fail(st, st->line, "%s: %s", key, why);
 		return -1;
 	}
-	for (char *item = strtok_r(buf, ", \t", &save); item != NULL;
-	     item = strtok_r(NULL, ", \t", &save)) {
-		if (fn(st, key, item) < 0) {
-			rc = -1;
-			break;
-		}
-		n++;
-	}
-	free(buf);
-	if (rc == 0 && n == 0) {
+	if (n == 0) {
 		fail(st, st->line, "%s: empty value", key);
-		rc = -1;
+		return -1;
 	}
-	return rc;
+	return 0;
 }
 
-static int listen_item(struct parse_state *st, const char *key, const char *item)
+static int listen_item(const char *item, void *ctx)
 {
+	struct parse_state *st = ctx;
+	const char *key = st->key;
 	struct service *svc = st->cur;
 	const char *why;
-	int n = addr_parse_listen(item, &svc->listen[svc->n_listen],
-				  SERVICE_LISTEN_MAX - svc->n_listen, &why);
+	struct addr parsed[2];
+	int n = addr_parse_listen(item, parsed, 2, &why);
 	if (n < 0) {
 		fail(st, st->line, "%s: %s: '%s'", key, why, item);
 		return -1;
 	}
+	if (svc->n_listen + (size_t)n > SERVICE_LISTEN_MAX) {
+		fail(st, st->line, "%s: too many listen addresses (at most %d): '%s'", key,
+		     SERVICE_LISTEN_MAX, item);
+		return -1;
+	}
+	struct addr *listen = realloc(svc->listen, (svc->n_listen + (size_t)n) * sizeof(*listen));
+	unsigned *lines = listen != NULL ? realloc(svc->listen_line,
+			(svc->n_listen + (size_t)n) * sizeof(*lines)) : NULL;
+	if (listen != NULL)
+		svc->listen = listen;
+	if (lines == NULL) {
+		fail(st, st->line, "out of memory");
+		return -1;
+	}
+	svc->listen_line = lines;
+	memcpy(&svc->listen[svc->n_listen], parsed, (size_t)n * sizeof(parsed[0]));
 	const struct addr *a = &svc->listen[svc->n_listen];
 	if (addr_family(a) == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a->u.in6.sin6_addr)) {
 		fail(st, st->line, "%s: IPv4-mapped address: write it as IPv4: '%s'", key,
@@ -255,8 +289,10 @@ static int s_backend6(struct parse_state *st, const char *key, const char *value
 			   &st->cur->has_backend6);
 }
 
-static int allow_item(struct parse_state *st, const char *key, const char *item)
+static int allow_item(const char *item, void *ctx)
 {
+	struct parse_state *st = ctx;
+	const char *key = st->key;
 	struct cidr c;
 	const char *why;
 	if (cidr_parse(item, &c, &why) < 0 || cidr_list_add(&st->cur->allow, &c, &why) < 0) {
@@ -271,8 +307,33 @@ static int s_allow(struct parse_state *st, const char *key, const char *value)
 	return for_each_item(st, key, value, allow_item);
 }
 
+static int protocol_item(const char *item, void *ctx)
+{
+	struct parse_state *st = ctx;
+	bool *which = strcmp(item, "tcp") == 0 ? &st->cur->tcp :
+		      strcmp(item, "udp") == 0 ? &st->cur->udp : NULL;
+	if (which == NULL) {
+		fail(st, st->line, "%s: expected tcp, udp or both: '%s'", st->key, item);
+		return -1;
+	}
+	if (*which) {
+		fail(st, st->line, "%s: '%s' given twice", st->key, item);
+		return -1;
+	}
+	*which = true;
+	return 0;
+}
+
+static int s_protocol(struct parse_state *st, const char *key, const char *value)
+{
+	st->cur->tcp = false; /* the default until now */
+	st->cur->protocol_line = st->line;
+	return for_each_item(st, key, value, protocol_item);
+}
+
 static int s_proxy_protocol(struct parse_state *st, const char *key, const char *value)
 {
+	st->cur->proxy_protocol_line = st->line;
 	if (proxy_protocol_parse(value, &st->cur->proxy_protocol) < 0) {
 		fail(st, st->line, "%s: expected off, v1 or v2: '%s'", key, value);
 		return -1;
@@ -282,13 +343,11 @@ static int s_proxy_protocol(struct parse_state *st, const char *key, const char 
 
 static int s_connect_timeout(struct parse_state *st, const char *key, const char *value)
 {
-	st->set_connect_timeout = true;
 	return set_duration(st, key, value, &st->cur->connect_timeout);
 }
 
 static int s_idle_timeout(struct parse_state *st, const char *key, const char *value)
 {
-	st->set_idle_timeout = true;
 	return set_duration(st, key, value, &st->cur->idle_timeout);
 }
 
@@ -302,6 +361,7 @@ static const struct key global_keys[] = {
 	{ "idle_timeout", false, g_idle_timeout },
 	{ "log_level", false, g_log_level },
 	{ "metrics_listen", false, g_metrics_listen },
+	{ "metrics_allow", true, g_metrics_allow },
 	{ "watch_config", false, g_watch_config },
 };
 
@@ -313,6 +373,7 @@ static const struct key service_keys[] = {
 	{ "idle_timeout", false, s_idle_timeout },
 	{ "allow", true, s_allow },
 	{ "proxy_protocol", false, s_proxy_protocol },
+	{ "protocol", false, s_protocol },
 };
 
 #define N_KEYS(t) (sizeof(t) / sizeof((t)[0]))
@@ -340,8 +401,6 @@ static void begin_section(struct parse_state *st, const char *name)
 	st->seen = 0;
 	st->cur = NULL;
 	st->in_global = false;
-	st->set_connect_timeout = false;
-	st->set_idle_timeout = false;
 
 	if (strcmp(name, GLOBAL_SECTION) == 0) {
 		if (st->global_line != 0)
@@ -369,6 +428,8 @@ static void begin_section(struct parse_state *st, const char *name)
 		fail(st, st->line, "out of memory");
 		return;
 	}
+	svc->refs = 1; /* the config's */
+	svc->tcp = true;
 	memcpy(svc->name, name, strlen(name) + 1); /* valid_name: it fits */
 	svc->line = st->line;
 	svc->connect_timeout = -1; /* resolved from [global] after parsing */
@@ -506,22 +567,6 @@ static int handler(void *user, const char *section, const char *key, const char 
 
 /* ---- validation ---- */
 
-/* Two listen addresses that cannot both be bound: same family and port,
- * and the same address or one of them the wildcard. */
-static bool listen_overlaps(const struct addr *a, const struct addr *b)
-{
-	if (addr_family(a) != addr_family(b) || addr_port(a) != addr_port(b))
-		return false;
-	if (addr_family(a) == AF_INET) {
-		return a->u.in.sin_addr.s_addr == b->u.in.sin_addr.s_addr ||
-		       a->u.in.sin_addr.s_addr == htonl(INADDR_ANY) ||
-		       b->u.in.sin_addr.s_addr == htonl(INADDR_ANY);
-	}
-	return IN6_ARE_ADDR_EQUAL(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr) ||
-	       IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr) ||
-	       IN6_IS_ADDR_UNSPECIFIED(&b->u.in6.sin6_addr);
-}
-
 static int check_listen_unique(struct parse_state *st, const struct service *svc,
 			       size_t i)
 {
@@ -529,8 +574,10 @@ static int check_listen_unique(struct parse_state *st, const struct service *svc
 
 	for (const struct service *o = st->cfg->services; o != NULL; o = o->next) {
 		size_t end = o == svc ? i : o->n_listen;
-		for (size_t j = 0; j < end; j++) {
-			if (!listen_overlaps(&svc->listen[i], &o->listen[j]))
+		/* TCP and UDP sockets of one address do not collide */
+		bool shared = (svc->tcp && o->tcp) || (svc->udp && o->udp);
+		for (size_t j = 0; j < end && shared; j++) {
+			if (!addr_overlaps(&svc->listen[i], &o->listen[j]))
 				continue;
 			fail(st, svc->listen_line[i],
 			     "listen %s conflicts with %s of [%s] (line %u)",
@@ -544,10 +591,22 @@ static int check_listen_unique(struct parse_state *st, const struct service *svc
 	return 0;
 }
 
+/* Fills in metrics_allow's default. */
+static int default_metrics_allow(struct parse_state *st)
+{
+	if (st->cfg->metrics_allow.n > 0)
+		return 0;
+	st->key = "metrics_allow";
+	const char *why;
+	return parse_list(METRICS_ALLOW_DEFAULT, metrics_allow_item, st, &why) < 0 ? -1 : 0;
+}
+
 static int validate(struct parse_state *st)
 {
 	struct config *cfg = st->cfg;
 
+	if (default_metrics_allow(st) < 0)
+		return -1;
 	if (cfg->services == NULL) {
 		fail(st, st->line, "no service defined (add a [name] section with listen and backend4/backend6)");
 		return -1;
@@ -564,10 +623,10 @@ static int validate(struct parse_state *st)
 		for (size_t i = 0; i < svc->n_listen; i++)
 			if (check_listen_unique(st, svc, i) < 0)
 				return -1;
-		for (size_t i = 0; i < svc->n_listen; i++) {
+		for (size_t i = 0; i < svc->n_listen && svc->tcp; i++) {
 			for (size_t m = 0; m < cfg->n_metrics_listen; m++) {
 				char a[ADDR_STRLEN], b[ADDR_STRLEN];
-				if (!listen_overlaps(&svc->listen[i], &cfg->metrics_listen[m]))
+				if (!addr_overlaps(&svc->listen[i], &cfg->metrics_listen[m]))
 					continue;
 				fail(st, st->metrics_line,
 				     "metrics_listen %s conflicts with %s of [%s] (line %u)",
@@ -577,8 +636,22 @@ static int validate(struct parse_state *st)
 				return -1;
 			}
 		}
+		if (svc->udp && svc->proxy_protocol != PROXY_OFF) {
+			fail(st, svc->proxy_protocol_line > svc->protocol_line ?
+				 svc->proxy_protocol_line : svc->protocol_line,
+			     "[%s]: proxy_protocol with protocol udp: no PROXY header is sent "
+			     "on UDP (Traefik reads none there)", svc->name);
+			return -1;
+		}
 		if (svc->connect_timeout < 0)
 			svc->connect_timeout = cfg->connect_timeout;
+		if (svc->idle_timeout >= 0 || cfg->idle_timeout_set) {
+			double t = svc->idle_timeout >= 0 ? svc->idle_timeout : cfg->idle_timeout;
+			svc->udp_idle_unreplied = svc->udp_idle_replied = t;
+		} else {
+			svc->udp_idle_unreplied = DEFAULT_UDP_IDLE_UNREPLIED;
+			svc->udp_idle_replied = DEFAULT_UDP_IDLE_REPLIED;
+		}
 		if (svc->idle_timeout < 0)
 			svc->idle_timeout = cfg->idle_timeout;
 	}
@@ -656,10 +729,26 @@ struct config *config_load_string(const char *name, const char *text,
 	return load(name, (struct source){ .text = text }, err);
 }
 
-void config_check_owner(const char *path)
+int config_check_user(const struct config *cfg, struct config_error *err)
+{
+	errno = 0;
+	if (getpwnam(cfg->user) != NULL)
+		return 0;
+	memset(err, 0, sizeof(*err));
+	snprintf(err->file, sizeof(err->file), "%s", cfg->path);
+	err->line = cfg->user_line;
+	if (errno != 0 && errno != ENOENT && errno != ESRCH)
+		snprintf(err->msg, sizeof(err->msg), "user: cannot look up '%s': %s", cfg->user,
+			 strerror(errno));
+	else
+		snprintf(err->msg, sizeof(err->msg), "user: no such user '%s'", cfg->user);
+	return -1;
+}
+
+void config_check_owner(const char *path, bool started_as_root)
 {
 	struct stat st;
-	if (geteuid() != 0 || stat(path, &st) < 0)
+	if (!started_as_root || stat(path, &st) < 0)
 		return;
 	if (st.st_uid != 0)
 		log_warn("%s is owned by uid %u, not root: that user controls what "
@@ -692,11 +781,28 @@ void config_unref(struct config *cfg)
 	struct service *svc = cfg->services;
 	while (svc != NULL) {
 		struct service *next = svc->next;
-		free(svc);
+		service_unref(svc);
 		svc = next;
 	}
+	cidr_list_free(&cfg->metrics_allow);
 	free(cfg->path);
 	free(cfg);
+}
+
+struct service *service_ref(struct service *svc)
+{
+	svc->refs++;
+	return svc;
+}
+
+void service_unref(struct service *svc)
+{
+	if (svc == NULL || --svc->refs > 0)
+		return;
+	free(svc->listen);
+	free(svc->listen_line);
+	cidr_list_free(&svc->allow);
+	free(svc);
 }
 
 const struct addr *service_backend(const struct service *svc, int family)

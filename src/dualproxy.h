@@ -3,28 +3,19 @@
 #define DUALPROXY_DUALPROXY_H
 
 #include <ev.h>
-#include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
+#include "admission.h"
 #include "config.h"
+#include "lifecycle.h"
 #include "pipepool.h"
-#include "sources.h"
 #include "stats.h"
 
 struct listener;
 struct metrics;
-struct relay;
-struct relay_end;
-
-/* What runs after each poll, by libev priority (highest first): timers,
- * signals and the metrics endpoint; then the connections that became ready,
- * in the order they did (relay.c); then accepting new ones (listener.c), so
- * that a burst of new connections never delays bytes already in flight. */
-#define PRIORITY_RELAY (EV_MINPRI + 1)
-#define PRIORITY_ACCEPT EV_MINPRI
-
-/* Size of the shared buffer that recv/send relaying reads into. */
-#define RELAY_CHUNK (64 * 1024)
+struct relays;
+struct udp_shared;
 
 struct dualproxy {
 	/* configuration */
@@ -33,23 +24,17 @@ struct dualproxy {
 
 	/* runtime */
 	struct ev_loop *loop;
-	struct listener *listeners; /* open listeners, owned */
-	unsigned n_listeners;       /* how many */
-	struct relay *relays;       /* live connections; each relay frees itself */
-	struct relay_end *ready;    /* sockets to serve, in the order they became ready */
-	ev_check ready_check;       /* serves them after each poll */
-	unsigned long active;       /* number of live relays */
-	unsigned long fd_limit;     /* RLIMIT_NOFILE; 0 when unknown */
-	bool full;                  /* accepting paused at max_connections */
-	bool stopping;              /* SIGTERM seen: no new connections */
-	struct pipe_pool pipes;     /* splice pipes, reused across relays */
-	struct source_table sources; /* live connections per client address */
-	char *chunk;                /* RELAY_CHUNK bytes shared by all relays */
-
-	struct metrics *metrics;    /* the /metrics endpoint, or NULL */
+	struct lifecycle lifecycle;      /* signals, drain, status and file watchers */
+	struct admission admission;      /* who may connect, how many */
+	LIST_HEAD(, listener) listeners; /* open listeners, owned */
+	unsigned n_listeners;            /* how many */
+	struct relays *relays;           /* live connections (relay.c's own state) */
+	struct udp_shared *udp;          /* buffers of the UDP flows (udp.c), or NULL */
+	struct pipe_pool pipes;          /* splice pipes, reused across relays */
+	struct metrics *metrics;         /* the /metrics endpoint, or NULL */
 
 	/* counters since start */
-	struct stats stats;         /* per service, kept across reloads */
+	struct stats stats;              /* per service */
 	uint64_t accepted;
 };
 

@@ -9,9 +9,12 @@
 #include <strings.h>
 
 #include "envconfig.h"
+#include "parse.h"
+#include "text.h"
 
-#define ENV_TEXT_MAX 8192 /* the generated INI text */
-#define ENV_LIST_SEP ", \t"
+/* K3s gives a svclb pod Kubernetes' default grace period (30 s) between
+ * SIGTERM and SIGKILL: the drain ends well before it. */
+#define ENV_DRAIN_TIMEOUT "25s"
 
 static const char *env_get(char *const *envp, const char *name)
 {
@@ -20,6 +23,13 @@ static const char *env_get(char *const *envp, const char *name)
 		if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
 			return *envp + n + 1;
 	return NULL;
+}
+
+/* A variable that is set to something other than blanks. */
+static const char *env_value(char *const *envp, const char *name)
+{
+	const char *v = env_get(envp, name);
+	return v != NULL && v[strspn(v, PARSE_LIST_SEP)] != '\0' ? v : NULL;
 }
 
 bool envconfig_wanted(char *const *envp)
@@ -41,39 +51,76 @@ static struct config *fail(struct config_error *err, const char *fmt, ...)
 	return NULL;
 }
 
-/* The backends: at most one address of each family. */
-struct dests {
-	char v4[INET_ADDRSTRLEN];
+/* What one list variable is parsed into, and where its errors go. */
+struct env_list {
+	const char *var;
+	int want_family;         /* DEST_*: AF_INET6 for DEST_IP6, else AF_UNSPEC */
+	char v4[INET_ADDRSTRLEN]; /* DEST_*: the backend of each family, "" if none */
 	char v6[INET6_ADDRSTRLEN];
+	struct text *allow;      /* SRC_RANGES: "allow = ..." lines */
+	size_t ranges;
+	struct config_error *err;
 };
 
-/* Adds one address from variable var; returns 0, or -1 with *err set. */
-static int add_dest(struct dests *d, const char *var, const char *ip, int want_family,
-		    struct config_error *err)
+/* One address of DEST_IPS, DEST_IP or DEST_IP6. */
+static int dest_item(const char *ip, void *ctx)
 {
+	struct env_list *l = ctx;
 	unsigned char buf[sizeof(struct in6_addr)];
 	bool v6 = strchr(ip, ':') != NULL;
 
-	if (want_family == AF_INET && v6) {
-		fail(err, "%s: expected an IPv4 address: '%s'", var, ip);
-		return -1;
-	}
-	if (want_family == AF_INET6 && !v6) {
-		fail(err, "%s: expected an IPv6 address: '%s'", var, ip);
+	if (l->want_family == AF_INET6 && !v6) {
+		fail(l->err, "%s: expected an IPv6 address: '%s'", l->var, ip);
 		return -1;
 	}
 	if (inet_pton(v6 ? AF_INET6 : AF_INET, ip, buf) != 1) {
-		fail(err, "%s: bad %s address: '%s'", var, v6 ? "IPv6" : "IPv4", ip);
+		fail(l->err, "%s: bad %s address: '%s'", l->var, v6 ? "IPv6" : "IPv4", ip);
 		return -1;
 	}
-	char *slot = v6 ? d->v6 : d->v4;
-	size_t size = v6 ? sizeof(d->v6) : sizeof(d->v4);
+	char *slot = v6 ? l->v6 : l->v4;
+	size_t size = v6 ? sizeof(l->v6) : sizeof(l->v4);
 	if (slot[0] != '\0') {
-		fail(err, "%s: more than one %s address ('%s', '%s'): one backend per family",
-		     var, v6 ? "IPv6" : "IPv4", slot, ip);
+		fail(l->err, "%s: more than one %s address ('%s', '%s'): one backend per family",
+		     l->var, v6 ? "IPv6" : "IPv4", slot, ip);
 		return -1;
 	}
 	snprintf(slot, size, "%s", ip);
+	return 0;
+}
+
+/* One prefix of SRC_RANGES; host bits are masked, as iptables does. */
+static int range_item(const char *item, void *ctx)
+{
+	struct env_list *l = ctx;
+	struct cidr c;
+	bool masked;
+	const char *why;
+	char net[ADDR_STRLEN];
+
+	if (cidr_parse_masking(item, &c, &masked, &why) < 0) {
+		fail(l->err, "%s: %s: '%s'", l->var, why, item);
+		return -1;
+	}
+	if (++l->ranges > CIDR_MAX) {
+		fail(l->err, "%s: too many ranges (at most %d)", l->var, CIDR_MAX);
+		return -1;
+	}
+	cidr_format(&c, net);
+	if (masked)
+		log_warn("%s: '%s' has host bits set: using %s", l->var, item, net);
+	text_printf(l->allow, "allow = %s\n", net);
+	return 0;
+}
+
+/* Parses a list variable; returns 0, or -1 with *err set. */
+static int parse_var(struct env_list *l, const char *value, int (*fn)(const char *, void *))
+{
+	const char *why;
+	if (parse_list(value, fn, l, &why) < 0) {
+		if (why != NULL)
+			fail(l->err, "%s: %s", l->var, why);
+		return -1;
+	}
 	return 0;
 }
 
@@ -92,130 +139,92 @@ static int check_port(const char *var, const char *value, struct config_error *e
 	return 0;
 }
 
-/* Copies a comma or blank separated list into items, one per call of fn. */
-static int each_item(const char *var, const char *value, struct config_error *err,
-		     int (*fn)(const char *var, const char *item, void *ctx,
-			       struct config_error *err),
-		     void *ctx)
+/* DEST_PROTO: TCP when unset. Returns the protocol's name in lower case
+ * (for the service name and its protocol key), or NULL with *err set. */
+static const char *check_proto(const char *proto, struct config_error *err)
 {
-	char *copy = strdup(value);
-	char *save = NULL;
-	int rc = 0;
-	if (copy == NULL) {
-		fail(err, "out of memory");
-		return -1;
+	if (proto == NULL || strcasecmp(proto, "TCP") == 0)
+		return "tcp";
+	if (strcasecmp(proto, "UDP") == 0)
+		return "udp";
+	if (strcasecmp(proto, "SCTP") == 0) {
+		fail(err, "DEST_PROTO: SCTP is not supported (dualproxy relays TCP and UDP)");
+		return NULL;
 	}
-	for (char *item = strtok_r(copy, ENV_LIST_SEP, &save); item != NULL && rc == 0;
-	     item = strtok_r(NULL, ENV_LIST_SEP, &save))
-		rc = fn(var, item, ctx, err);
-	free(copy);
-	return rc;
+	fail(err, "DEST_PROTO: expected TCP or UDP: '%s'", proto);
+	return NULL;
 }
 
-static int dest_item(const char *var, const char *item, void *ctx, struct config_error *err)
+/* The backends: DEST_IPS, else DEST_IP (either family) and DEST_IP6. */
+static int parse_dests(char *const *envp, struct env_list *d)
 {
-	return add_dest(ctx, var, item, AF_UNSPEC, err);
-}
+	const char *dest_ips = env_value(envp, "DEST_IPS");
+	const char *dest_ip = env_value(envp, "DEST_IP");
+	const char *dest_ip6 = env_value(envp, "DEST_IP6");
 
-/* The generated INI text; overflow is remembered, not written. */
-struct text {
-	char buf[ENV_TEXT_MAX];
-	size_t len;
-	bool overflow;
-	bool v4, v6; /* SRC_RANGES named a prefix of this family */
-	size_t ranges; /* prefixes written */
-};
-
-static void appendf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void appendf(struct text *t, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(t->buf + t->len, sizeof(t->buf) - t->len, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(t->buf) - t->len)
-		t->overflow = true;
-	else
-		t->len += (size_t)n;
-}
-
-static int range_item(const char *var, const char *item, void *ctx, struct config_error *err)
-{
-	struct text *t = ctx;
-	struct cidr c;
-	const char *why;
-	if (cidr_parse(item, &c, &why) < 0) {
-		fail(err, "%s: %s: '%s'", var, why, item);
-		return -1;
+	if (dest_ips != NULL) {
+		d->var = "DEST_IPS";
+		return parse_var(d, dest_ips, dest_item);
 	}
-	if (++t->ranges > CIDR_MAX) {
-		fail(err, "%s: too many ranges (at most %d)", var, CIDR_MAX);
+	d->var = "DEST_IP";
+	if (dest_ip != NULL && parse_var(d, dest_ip, dest_item) < 0)
 		return -1;
-	}
-	appendf(t, "allow = %s\n", item);
-	if (c.family == AF_INET)
-		t->v4 = true;
-	else
-		t->v6 = true;
+	d->var = "DEST_IP6";
+	d->want_family = AF_INET6;
+	if (dest_ip6 != NULL && parse_var(d, dest_ip6, dest_item) < 0)
+		return -1;
 	return 0;
 }
 
 struct config *envconfig_load(char *const *envp, struct config_error *err)
 {
 	const char *src_port = env_get(envp, "SRC_PORT");
-	const char *proto = env_get(envp, "DEST_PROTO");
 	const char *dest_port = env_get(envp, "DEST_PORT");
-	const char *dest_ips = env_get(envp, "DEST_IPS");
-	const char *dest_ip = env_get(envp, "DEST_IP");
-	const char *dest_ip6 = env_get(envp, "DEST_IP6");
-	const char *src_ranges = env_get(envp, "SRC_RANGES");
-	struct dests d = { "", "" };
-	struct text t = { .len = 0 };
+	const char *src_ranges = env_value(envp, "SRC_RANGES");
+	struct text allow = { 0 }, t = { 0 };
+	struct env_list d = { .err = err };
+	struct env_list r = { .var = "SRC_RANGES", .allow = &allow, .err = err };
+	struct config *cfg = NULL;
 
-	if (check_port("SRC_PORT", src_port, err) < 0)
+	const char *proto = check_proto(env_value(envp, "DEST_PROTO"), err);
+	if (check_port("SRC_PORT", src_port, err) < 0 || proto == NULL ||
+	    check_port("DEST_PORT", dest_port, err) < 0 || parse_dests(envp, &d) < 0)
 		return NULL;
-	if (proto != NULL && proto[0] != '\0' && strcasecmp(proto, "TCP") != 0) {
-		if (strcasecmp(proto, "UDP") == 0 || strcasecmp(proto, "SCTP") == 0)
-			return fail(err, "DEST_PROTO: %s is not supported (only TCP)", proto);
-		return fail(err, "DEST_PROTO: expected TCP: '%s'", proto);
-	}
-	if (check_port("DEST_PORT", dest_port, err) < 0)
-		return NULL;
-	if (dest_ips != NULL && dest_ips[0] != '\0') {
-		if (each_item("DEST_IPS", dest_ips, err, dest_item, &d) < 0)
-			return NULL;
-	} else {
-		if (dest_ip != NULL && dest_ip[0] != '\0' &&
-		    add_dest(&d, "DEST_IP", dest_ip, AF_INET, err) < 0)
-			return NULL;
-		if (dest_ip6 != NULL && dest_ip6[0] != '\0' &&
-		    add_dest(&d, "DEST_IP6", dest_ip6, AF_INET6, err) < 0)
-			return NULL;
-	}
 	if (d.v4[0] == '\0' && d.v6[0] == '\0')
 		return fail(err, "DEST_IPS: not set (nor DEST_IP or DEST_IP6)");
-	appendf(&t, "[lb-tcp-%s]\nlisten = %s\n", src_port, src_port);
+	if (src_ranges != NULL && parse_var(&r, src_ranges, range_item) < 0)
+		goto out;
+
+	/* Like klipper-lb, only the families that have a destination are
+	 * published, and SRC_RANGES, when set, is the whole allowlist: a family
+	 * it names no prefix of is refused. */
+	text_printf(&t, "[global]\ndrain_timeout = %s\n", ENV_DRAIN_TIMEOUT);
+	text_printf(&t, "[lb-%s-%s]\nprotocol = %s\nlisten =", proto, src_port, proto);
 	if (d.v4[0] != '\0')
-		appendf(&t, "backend4 = %s:%s\n", d.v4, dest_port);
+		text_printf(&t, " 0.0.0.0:%s", src_port);
 	if (d.v6[0] != '\0')
-		appendf(&t, "backend6 = [%s]:%s\n", d.v6, dest_port);
-	if (src_ranges != NULL && src_ranges[0] != '\0') {
-		if (each_item("SRC_RANGES", src_ranges, err, range_item, &t) < 0)
-			return NULL;
-		/* klipper-lb filtered only the families its ranges named */
-		if (t.ranges + !t.v4 + !t.v6 > CIDR_MAX)
-			return fail(err, "SRC_RANGES: too many ranges (at most %d with a "
-				    "prefix of each family)", CIDR_MAX);
-		if (!t.v4)
-			appendf(&t, "allow = 0.0.0.0/0\n");
-		if (!t.v6)
-			appendf(&t, "allow = ::/0\n");
+		text_printf(&t, " [::]:%s", src_port);
+	text_printf(&t, "\n");
+	if (d.v4[0] != '\0')
+		text_printf(&t, "backend4 = %s:%s\n", d.v4, dest_port);
+	if (d.v6[0] != '\0')
+		text_printf(&t, "backend6 = [%s]:%s\n", d.v6, dest_port);
+	if (allow.len > 0)
+		text_printf(&t, "%s", allow.buf);
+	char *text = text_take(&t, NULL);
+	if (text == NULL) {
+		fail(err, "out of memory");
+		goto out;
 	}
-	if (t.overflow)
-		return fail(err, "SRC_RANGES: too many ranges");
-	struct config *cfg = config_load_string(ENVCONFIG_NAME, t.buf, err);
-	if (cfg == NULL)
+	cfg = config_load_string(ENVCONFIG_NAME, text, err);
+	free(text);
+	if (cfg == NULL) {
 		err->line = 0; /* the generated text's lines mean nothing to the user */
+	} else if (src_ranges == NULL) {
+		log_info("SRC_RANGES not set: clients from every address are served");
+	}
+out:
+	text_free(&allow);
+	text_free(&t);
 	return cfg;
 }

@@ -1,8 +1,10 @@
-/* log.h: leveled, rate-limited logging to stderr */
+/* log.h: leveled, rate-limited logging to stderr that never blocks the event loop */
 #ifndef DUALPROXY_LOG_H
 #define DUALPROXY_LOG_H
 
+#include <ev.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 enum log_level {
 	LOG_LVL_ERROR,   /* the daemon cannot go on, or start-up fails */
@@ -15,6 +17,19 @@ enum log_level {
 int log_level_parse(const char *s, enum log_level *out);
 void log_set_level(enum log_level level);
 bool log_enabled(enum log_level level);
+
+/* From now on lines go through a bounded buffer that is written when
+ * stderr is writable: a reader that stops reading (a stalled journald, a
+ * full container log pipe) costs dropped lines, counted, and one line
+ * saying how many once it reads again, never a stalled loop. Call before
+ * dropping privileges (a pipe is reopened through /proc/self/fd/2). */
+void log_attach(struct ev_loop *loop);
+
+/* Back to plain writes; what is buffered gets a moment to be written. */
+void log_detach(void);
+
+/* Lines dropped because stderr was not being read. */
+uint64_t log_lines_dropped(void);
 
 /* Writes one line to stderr. Warnings beyond a burst per window are counted
  * and summarised in one line instead of being written. */

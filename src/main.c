@@ -66,6 +66,10 @@ int main(int argc, char **argv)
 	struct config_error err;
 	struct config *cfg = path != NULL ? config_load_file(path, &err)
 					  : envconfig_load(environ, &err);
+	if (cfg != NULL && config_check_user(cfg, &err) < 0) {
+		config_unref(cfg);
+		cfg = NULL;
+	}
 	if (cfg == NULL) {
 		char msg[2 * CONFIG_MSG_MAX];
 		fprintf(stderr, "%s\n", config_error_format(&err, msg, sizeof(msg)));

@@ -9,13 +9,14 @@
 #include <unistd.h>
 
 #include "dualproxy.h"
-#include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "sock.h"
 
 #define METRICS_CLIENTS_MAX 32     /* connections served at once */
 #define METRICS_TIMEOUT 5.0        /* seconds a client has to send and read */
 #define METRICS_BACKLOG 64
+#define METRICS_LISTEN_MAX 2
 
 struct metrics_client;
 
@@ -23,15 +24,21 @@ struct metrics_listener {
 	struct addr addr;
 	int fd;        /* owned */
 	ev_io io;
+	struct admission_gate gate; /* closed during an accept backoff */
 	struct metrics *m;
 };
 
 struct metrics {
+	/* configuration */
 	struct dualproxy *dp;
-	struct metrics_listener ls[2];
+	struct cidr_list allow;       /* a copy of metrics_allow */
+	/* runtime */
+	struct metrics_listener ls[METRICS_LISTEN_MAX];
 	size_t n_ls;
-	struct metrics_client *clients; /* open connections, owned */
+	TAILQ_HEAD(, metrics_client) reading; /* clients still sending, oldest first */
+	TAILQ_HEAD(, metrics_client) writing; /* clients being answered */
 	unsigned n_clients;
+	uint64_t denied;              /* clients outside metrics_allow */
 };
 
 struct metrics_client {
@@ -41,9 +48,9 @@ struct metrics_client {
 	ev_timer timer;
 	char req[METRICS_REQUEST_MAX];
 	size_t len;             /* bytes of req received */
-	char *resp;             /* response being written, owned */
+	char *resp;             /* response being written, owned; NULL while reading */
 	size_t resp_len, resp_off;
-	struct metrics_client *prev, *next;
+	TAILQ_ENTRY(metrics_client) link; /* in m->reading or m->writing */
 };
 
 /* ---- request parsing (pure, fuzzed) ---- */
@@ -137,7 +144,15 @@ static char *answer(struct metrics *m, enum metrics_route route, bool head, size
 	switch (route) {
 	case ROUTE_METRICS: {
 		size_t body_len;
-		char *body = stats_render(&m->dp->stats, &body_len);
+		struct dualproxy *dp = m->dp;
+		struct stats_process proc = {
+			.connections_max = admission_capacity(&dp->admission),
+			.paused = dp->admission.paused,
+			.log_lines_dropped = log_lines_dropped(),
+			.metrics_denied = m->denied,
+			.start_time = dp->lifecycle.start_time,
+		};
+		char *body = stats_render(&dp->stats, &proc, &body_len);
 		if (body == NULL)
 			return plain(500, "Internal Server Error", "out of memory\n", head, len);
 		char *out = response(200, "OK", "text/plain; version=0.0.4; charset=utf-8",
@@ -168,13 +183,11 @@ static void client_close(struct metrics_client *c)
 	ev_io_stop(m->dp->loop, &c->io);
 	ev_timer_stop(m->dp->loop, &c->timer);
 	close(c->fd);
-	free(c->resp);
-	if (c->prev != NULL)
-		c->prev->next = c->next;
+	if (c->resp != NULL)
+		TAILQ_REMOVE(&m->writing, c, link);
 	else
-		m->clients = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
+		TAILQ_REMOVE(&m->reading, c, link);
+	free(c->resp);
 	m->n_clients--;
 	free(c);
 }
@@ -197,9 +210,33 @@ static void client_write(struct metrics_client *c)
 	client_close(c);
 }
 
+/* The request is complete (or too long): answer it. */
+static void client_answer(struct metrics_client *c, enum metrics_route route, bool head)
+{
+	struct metrics *m = c->m;
+	struct ev_loop *loop = m->dp->loop;
+	size_t len;
+	char *resp = answer(m, route, head, &len);
+
+	if (resp == NULL) {
+		client_close(c);
+		return;
+	}
+	TAILQ_REMOVE(&m->reading, c, link);
+	TAILQ_INSERT_TAIL(&m->writing, c, link);
+	c->resp = resp;
+	c->resp_len = len;
+	shutdown(c->fd, SHUT_RD);
+	ev_io_stop(loop, &c->io);
+	ev_io_set(&c->io, c->fd, EV_WRITE);
+	ev_io_start(loop, &c->io);
+	client_write(c);
+}
+
 static void on_client(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct metrics_client *c = w->data;
+	(void)loop;
 	(void)revents;
 
 	if (c->resp != NULL) {
@@ -218,16 +255,7 @@ static void on_client(struct ev_loop *loop, ev_io *w, int revents)
 	enum metrics_route route = metrics_route(c->req, c->len, &head);
 	if (route == ROUTE_INCOMPLETE && c->len < sizeof(c->req))
 		return;
-	c->resp = answer(c->m, route, head, &c->resp_len);
-	if (c->resp == NULL) {
-		client_close(c);
-		return;
-	}
-	shutdown(c->fd, SHUT_RD);
-	ev_io_stop(loop, &c->io);
-	ev_io_set(&c->io, c->fd, EV_WRITE);
-	ev_io_start(loop, &c->io);
-	client_write(c);
+	client_answer(c, route, head);
 }
 
 static void on_client_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -237,18 +265,52 @@ static void on_client_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	client_close(w->data);
 }
 
+/* Makes room for a new client: at the limit, the one that has been
+ * sending its request the longest goes, so that slow clients cannot keep
+ * the kubelet's /healthz probe out. Returns false if nobody can go. */
+static bool make_room(struct metrics *m)
+{
+	if (m->n_clients < METRICS_CLIENTS_MAX)
+		return true;
+	if (TAILQ_EMPTY(&m->reading))
+		return false;
+	client_close(TAILQ_FIRST(&m->reading));
+	return true;
+}
+
+static void refuse(struct metrics *m, int fd)
+{
+	sock_set_linger_zero(fd);
+	close(fd);
+	(void)m;
+}
+
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct metrics_listener *ml = w->data;
 	struct metrics *m = ml->m;
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	struct addr client;
 	(void)revents;
 
-	int fd = accept4(ml->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0)
-		return; /* EAGAIN, or out of fds: the relays' listeners back off */
+	int fd = accept4(ml->fd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			admission_backoff(&m->dp->admission);
+		return;
+	}
+	addr_from_sockaddr(&client, (struct sockaddr *)&ss, sslen);
+	if (!cidr_list_match(&m->allow, &client)) {
+		char a[ADDR_STRLEN];
+		m->denied++;
+		log_debug("metrics: denied client=%s", addr_format(&client, a));
+		refuse(m, fd);
+		return;
+	}
 	struct metrics_client *c = NULL;
-	if (m->n_clients >= METRICS_CLIENTS_MAX || (c = calloc(1, sizeof(*c))) == NULL) {
-		close(fd);
+	if (!make_room(m) || (c = calloc(1, sizeof(*c))) == NULL) {
+		refuse(m, fd);
 		return;
 	}
 	c->m = m;
@@ -259,28 +321,48 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 	c->timer.data = c;
 	ev_io_start(loop, &c->io);
 	ev_timer_start(loop, &c->timer);
-	c->next = m->clients;
-	if (m->clients != NULL)
-		m->clients->prev = c;
-	m->clients = c;
+	TAILQ_INSERT_TAIL(&m->reading, c, link);
 	m->n_clients++;
 }
 
 /* ---- endpoint ---- */
 
+unsigned long metrics_fds(const struct config *cfg)
+{
+	return cfg->n_metrics_listen > 0 ? cfg->n_metrics_listen + METRICS_CLIENTS_MAX : 0;
+}
+
+/* Copies cfg's metrics_allow; returns 0, or -1 when out of memory. */
+static int copy_allow(struct metrics *m, const struct config *cfg)
+{
+	struct cidr_list allow = { NULL, 0 };
+	const char *why;
+	for (size_t i = 0; i < cfg->metrics_allow.n; i++)
+		if (cidr_list_add(&allow, &cfg->metrics_allow.items[i], &why) < 0) {
+			cidr_list_free(&allow);
+			return -1;
+		}
+	cidr_list_free(&m->allow);
+	m->allow = allow;
+	return 0;
+}
+
 struct metrics *metrics_open(struct dualproxy *dp, const struct config *cfg)
 {
 	char a[ADDR_STRLEN];
 	struct metrics *m = calloc(1, sizeof(*m));
-	if (m == NULL) {
+	if (m == NULL || copy_allow(m, cfg) < 0) {
+		free(m);
 		log_error("out of memory");
 		return NULL;
 	}
 	m->dp = dp;
-	for (size_t i = 0; i < cfg->n_metrics_listen; i++) {
+	TAILQ_INIT(&m->reading);
+	TAILQ_INIT(&m->writing);
+	for (size_t i = 0; i < cfg->n_metrics_listen && i < METRICS_LISTEN_MAX; i++) {
 		struct metrics_listener *ml = &m->ls[i];
 		ml->addr = cfg->metrics_listen[i];
-		ml->fd = listener_socket(&ml->addr, METRICS_BACKLOG);
+		ml->fd = sock_listen(&ml->addr, SOCK_STREAM, METRICS_BACKLOG);
 		if (ml->fd < 0) {
 			int saved = errno;
 			log_error("%s: metrics_listen: cannot listen on %s: %s", cfg->path,
@@ -292,11 +374,17 @@ struct metrics *metrics_open(struct dualproxy *dp, const struct config *cfg)
 		ml->m = m;
 		ev_io_init(&ml->io, on_accept, ml->fd, EV_READ);
 		ml->io.data = ml;
-		ev_io_start(dp->loop, &ml->io);
+		admission_gate_add(&dp->admission, &ml->gate, &ml->io, false);
 		m->n_ls++;
 		log_info("metrics on http://%s/metrics", addr_format(&ml->addr, a));
 	}
 	return m;
+}
+
+void metrics_set_config(struct metrics *m, const struct config *cfg)
+{
+	if (m != NULL && copy_allow(m, cfg) < 0)
+		log_warn("out of memory: metrics_allow not updated");
 }
 
 bool metrics_same(const struct metrics *m, const struct config *cfg)
@@ -314,11 +402,14 @@ void metrics_close(struct metrics *m)
 {
 	if (m == NULL)
 		return;
-	while (m->clients != NULL)
-		client_close(m->clients);
+	while (!TAILQ_EMPTY(&m->reading))
+		client_close(TAILQ_FIRST(&m->reading));
+	while (!TAILQ_EMPTY(&m->writing))
+		client_close(TAILQ_FIRST(&m->writing));
 	for (size_t i = 0; i < m->n_ls; i++) {
-		ev_io_stop(m->dp->loop, &m->ls[i].io);
+		admission_gate_remove(&m->dp->admission, &m->ls[i].gate);
 		close(m->ls[i].fd);
 	}
+	cidr_list_free(&m->allow);
 	free(m);
 }

@@ -32,6 +32,12 @@ enum metrics_route metrics_route(const char *req, size_t len, bool *head);
  * counters. Returns NULL with errno set (after logging) if one cannot be bound. */
 struct metrics *metrics_open(struct dualproxy *dp, const struct config *cfg);
 
+/* Takes cfg's metrics_allow after a reload that kept the addresses. */
+void metrics_set_config(struct metrics *m, const struct config *cfg);
+
+/* Descriptors cfg's endpoint may hold: its sockets and its clients. */
+unsigned long metrics_fds(const struct config *cfg);
+
 /* True when m (may be NULL) listens on exactly cfg's metrics_listen. */
 bool metrics_same(const struct metrics *m, const struct config *cfg);
 

@@ -1,4 +1,4 @@
-/* notify.c: readiness and status messages to systemd (NOTIFY_SOCKET) */
+/* notify.c: readiness and status messages to the service manager (NOTIFY_SOCKET), never blocking */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -7,76 +7,104 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-
-#ifdef HAVE_LIBSYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #include "log.h"
 #include "notify.h"
 
 #define NOTIFY_MSG_MAX 512
 
-bool notify_enabled(void)
-{
-	const char *sock = getenv("NOTIFY_SOCKET");
-	return sock != NULL && sock[0] != '\0';
-}
-
-#ifdef HAVE_LIBSYSTEMD
-static int send_message(const char *msg)
-{
-	int rc = sd_notify(0, msg);
-	return rc < 0 ? -rc : 0;
-}
-#else
-/* The datagram protocol of sd_notify(3), for builds without libsystemd. */
-static int send_message(const char *msg)
+void notify_open(struct notify *n, uint64_t *dropped)
 {
 	const char *path = getenv("NOTIFY_SOCKET");
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	size_t len = strlen(path);
+	size_t len = path != NULL ? strlen(path) : 0;
 
-	if ((path[0] != '/' && path[0] != '@') || len >= sizeof(sun.sun_path))
-		return EINVAL;
-	memcpy(sun.sun_path, path, len);
+	memset(n, 0, sizeof(*n));
+	n->fd = -1;
+	n->dropped = dropped;
+	if (len == 0)
+		return;
+	if ((path[0] != '/' && path[0] != '@') || len >= sizeof(n->addr.sun_path)) {
+		log_warn("NOTIFY_SOCKET '%s': not a socket path: not notifying", path);
+		return;
+	}
+	n->addr.sun_family = AF_UNIX;
+	memcpy(n->addr.sun_path, path, len);
 	if (path[0] == '@')
-		sun.sun_path[0] = '\0'; /* abstract namespace */
-	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return errno;
-	ssize_t n = sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sun,
-			   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len));
-	int err = n < 0 ? errno : 0;
-	close(fd);
-	return err;
+		n->addr.sun_path[0] = '\0'; /* abstract namespace */
+	n->addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+	n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (n->fd < 0)
+		log_warn("cannot notify the service manager: %s", strerror(errno));
 }
-#endif
 
-void notify_send(const char *fmt, ...)
+bool notify_enabled(const struct notify *n)
+{
+	return n->fd >= 0;
+}
+
+/* Sends one datagram without waiting; returns 0 or an errno. */
+static int send_message(struct notify *n, const char *msg)
+{
+	ssize_t r;
+	do
+		r = sendto(n->fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL,
+			   (const struct sockaddr *)&n->addr, n->addr_len);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? errno : 0;
+}
+
+void notify_send(struct notify *n, const char *state, const char *status_fmt, ...)
 {
 	char msg[NOTIFY_MSG_MAX];
+	size_t len = 0;
 	va_list ap;
 
-	if (!notify_enabled())
+	if (n->fd < 0)
 		return;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	int err = send_message(msg);
-	if (err != 0)
+	/* a newer state replaces one that was dropped */
+	const char *s = state != NULL ? state : n->unsent;
+	if (s[0] != '\0')
+		len = (size_t)snprintf(msg, sizeof(msg), "%s", s);
+	if (status_fmt != NULL && len + 1 < sizeof(msg)) {
+		len += (size_t)snprintf(msg + len, sizeof(msg) - len, "%sSTATUS=",
+					len > 0 ? "\n" : "");
+		if (len < sizeof(msg)) {
+			va_start(ap, status_fmt);
+			vsnprintf(msg + len, sizeof(msg) - len, status_fmt, ap);
+			va_end(ap);
+		}
+	}
+	if (len == 0)
+		return;
+	int err = send_message(n, msg);
+	if (err == 0) {
+		n->unsent[0] = '\0';
+		return;
+	}
+	if (s != n->unsent)
+		snprintf(n->unsent, sizeof(n->unsent), "%s", s);
+	if (n->dropped != NULL)
+		(*n->dropped)++;
+	if (err != EAGAIN)
 		log_warn("cannot notify the service manager: %s", strerror(err));
 }
 
-void notify_reloading(void)
+void notify_reloading(struct notify *n)
 {
+	char state[NOTIFY_STATE_MAX];
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	notify_send("RELOADING=1\nMONOTONIC_USEC=%llu",
-		    (unsigned long long)ts.tv_sec * 1000000ULL +
-			    (unsigned long long)ts.tv_nsec / 1000ULL);
+	snprintf(state, sizeof(state), "RELOADING=1\nMONOTONIC_USEC=%llu",
+		 (unsigned long long)ts.tv_sec * 1000000ULL +
+			 (unsigned long long)ts.tv_nsec / 1000ULL);
+	notify_send(n, state, NULL);
+}
+
+void notify_close(struct notify *n)
+{
+	if (n->fd >= 0)
+		close(n->fd);
+	n->fd = -1;
 }

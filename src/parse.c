@@ -1,4 +1,4 @@
-/* parse.c: scalar config values: durations, counts, booleans */
+/* parse.c: config values: durations, counts, booleans, lists */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -92,4 +92,29 @@ int parse_bool(const char *s, bool *out, const char **err)
 	}
 	*err = "expected yes or no";
 	return -1;
+}
+
+int parse_list(const char *s, int (*fn)(const char *item, void *ctx), void *ctx,
+	       const char **err)
+{
+	char item[PARSE_ITEM_MAX + 1];
+	int n = 0;
+
+	*err = NULL;
+	for (;;) {
+		s += strspn(s, PARSE_LIST_SEP);
+		size_t len = strcspn(s, PARSE_LIST_SEP);
+		if (len == 0)
+			return n;
+		if (len > PARSE_ITEM_MAX) {
+			*err = "list entry too long";
+			return -1;
+		}
+		memcpy(item, s, len);
+		item[len] = '\0';
+		if (fn(item, ctx) != 0)
+			return -1;
+		n++;
+		s += len;
+	}
 }

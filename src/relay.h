@@ -2,26 +2,31 @@
 #ifndef DUALPROXY_RELAY_H
 #define DUALPROXY_RELAY_H
 
+#include <stdbool.h>
+
 #include "addr.h"
 #include "config.h"
+#include "stats.h"
 
 struct dualproxy;
-struct listener;
 
-/* Starts the watcher that serves ready connections in the order they
- * became ready; before the first relay_start. */
-void relay_init(struct dualproxy *dp);
+/* Sets up the relays' shared state (the ready queue and its watcher, the
+ * read buffer). Returns 0, or -1 when out of memory. */
+int relay_init(struct dualproxy *dp);
 
-/* Starts relaying a client accepted on l: closes it at once if the service's
- * allowlist does not contain it, else connects to the service's backend of
- * the client's family (sending a PROXY header first if configured) and pumps
- * data both ways until both sides are done. Takes ownership of client_fd;
- * the relay frees itself when it ends. Holds a reference to dp->config
- * (which contains l->service) for as long as it lives. */
-void relay_start(struct dualproxy *dp, const struct listener *l, int client_fd,
-		 const struct addr *client);
+/* Relays an admitted client of svc: connects to svc's backend of the
+ * client's family (a PROXY header first if configured) and pumps data both
+ * ways until both sides are done. Takes ownership of client_fd, and a
+ * reference to svc and to stats for as long as the relay lives. When it
+ * ends it logs one line and tells admission (admission_release with
+ * source_counted). */
+void relay_start(struct dualproxy *dp, struct service *svc, struct service_stats *stats,
+		 int client_fd, const struct addr *client, bool source_counted);
 
 /* Ends every live relay at once (end=shutdown). */
 void relay_close_all(struct dualproxy *dp);
+
+/* Frees what relay_init made; after relay_close_all. */
+void relay_cleanup(struct dualproxy *dp);
 
 #endif

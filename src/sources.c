@@ -7,116 +7,97 @@
 
 #include "sources.h"
 
-#define SOURCE_BUCKETS 4096 /* a power of two */
+#define SOURCE_KEY_MAX 17 /* family byte, then 4 or 16 address bytes */
 
 struct source {
-	unsigned char key[17]; /* family byte, then 4 or 16 address bytes */
+	struct hnode node; /* in source_table.addrs */
+	unsigned char key[SOURCE_KEY_MAX];
 	unsigned long count;
-	struct source *next;
 };
 
 /* The address without its port, as a key; returns the key length. */
-static size_t make_key(const struct addr *a, unsigned char key[17])
+static size_t make_key(const struct addr *a, unsigned char key[SOURCE_KEY_MAX])
 {
-	memset(key, 0, 17);
+	memset(key, 0, SOURCE_KEY_MAX);
 	key[0] = (unsigned char)addr_family(a);
 	if (addr_family(a) == AF_INET) {
 		memcpy(key + 1, &a->u.in.sin_addr, 4);
 		return 5;
 	}
 	memcpy(key + 1, &a->u.in6.sin6_addr, 16);
-	return 17;
+	return SOURCE_KEY_MAX;
 }
 
-static size_t bucket(const unsigned char *key, size_t len)
+static bool same_key(const struct hnode *n, const void *key)
 {
-	uint32_t h = 2166136261u; /* FNV-1a */
-	for (size_t i = 0; i < len; i++) {
-		h ^= key[i];
-		h *= 16777619u;
-	}
-	return h & (SOURCE_BUCKETS - 1);
+	const struct source *s = (const struct source *)n;
+	return memcmp(s->key, key, SOURCE_KEY_MAX) == 0;
 }
 
-static struct source **find(const struct source_table *t, const unsigned char *key,
-			    size_t len)
+static struct source *find(const struct source_table *t, const struct addr *a,
+			   unsigned char key[SOURCE_KEY_MAX], uint64_t *hash)
 {
-	struct source **link = &t->buckets[bucket(key, len)];
-	while (*link != NULL && memcmp((*link)->key, key, sizeof((*link)->key)) != 0)
-		link = &(*link)->next;
-	return link;
+	*hash = htab_hash(key, make_key(a, key));
+	return (struct source *)htab_find(&t->addrs, *hash, same_key, key);
 }
 
 int sources_acquire(struct source_table *t, const struct addr *a, unsigned long limit)
 {
-	unsigned char key[17];
-	size_t len = make_key(a, key);
+	unsigned char key[SOURCE_KEY_MAX];
+	uint64_t hash;
+	struct source *s = find(t, a, key, &hash);
 
-	if (t->buckets == NULL) {
-		t->buckets = calloc(SOURCE_BUCKETS, sizeof(*t->buckets));
-		if (t->buckets == NULL)
+	if (s != NULL) {
+		if (s->count >= limit)
 			return -1;
-	}
-	struct source **link = find(t, key, len);
-	if (*link != NULL) {
-		if ((*link)->count >= limit)
-			return -1;
-		(*link)->count++;
+		s->count++;
 		return 0;
 	}
-	if (limit == 0)
-		return -1;
-	struct source *s = calloc(1, sizeof(*s));
-	if (s == NULL)
+	if (limit == 0 || (s = calloc(1, sizeof(*s))) == NULL)
 		return -1;
 	memcpy(s->key, key, sizeof(s->key));
 	s->count = 1;
-	*link = s;
-	t->n++;
+	if (htab_insert(&t->addrs, &s->node, hash) < 0) {
+		free(s);
+		return -1;
+	}
 	return 0;
 }
 
 void sources_release(struct source_table *t, const struct addr *a)
 {
-	unsigned char key[17];
-	size_t len = make_key(a, key);
+	unsigned char key[SOURCE_KEY_MAX];
+	uint64_t hash;
+	struct source *s = find(t, a, key, &hash);
 
-	if (t->buckets == NULL)
-		return;
-	struct source **link = find(t, key, len);
-	struct source *s = *link;
-	if (s == NULL)
-		return;
-	if (--s->count == 0) {
-		*link = s->next;
+	if (s != NULL && --s->count == 0) {
+		htab_remove(&t->addrs, &s->node);
 		free(s);
-		t->n--;
 	}
 }
 
 unsigned long sources_count(const struct source_table *t, const struct addr *a)
 {
-	unsigned char key[17];
-	size_t len = make_key(a, key);
-
-	if (t->buckets == NULL)
-		return 0;
-	struct source *s = *find(t, key, len);
+	unsigned char key[SOURCE_KEY_MAX];
+	uint64_t hash;
+	const struct source *s = find(t, a, key, &hash);
 	return s != NULL ? s->count : 0;
+}
+
+size_t sources_size(const struct source_table *t)
+{
+	return t->addrs.n;
 }
 
 void sources_free(struct source_table *t)
 {
-	if (t->buckets == NULL)
-		return;
-	for (size_t i = 0; i < SOURCE_BUCKETS; i++) {
-		while (t->buckets[i] != NULL) {
-			struct source *s = t->buckets[i];
-			t->buckets[i] = s->next;
-			free(s);
+	struct htab *h = &t->addrs;
+	for (size_t i = 0; h->buckets != NULL && i <= h->mask; i++) {
+		while (h->buckets[i] != NULL) {
+			struct hnode *n = h->buckets[i];
+			h->buckets[i] = n->next;
+			free(n);
 		}
 	}
-	free(t->buckets);
-	t->buckets = NULL;
-	t->n = 0;
+	htab_free(h);
 }

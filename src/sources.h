@@ -3,17 +3,14 @@
 #define DUALPROXY_SOURCES_H
 
 #include <stddef.h>
-#include <stdint.h>
 
 #include "addr.h"
+#include "hashtab.h"
 
-struct source;
-
-/* A hash table of client addresses (without port) with a connection count
- * each; an address is in it only while it has live connections. */
+/* Client addresses (without port) with a connection count each; an
+ * address is in the table only while it has live connections. */
 struct source_table {
-	struct source **buckets; /* SOURCE_BUCKETS chains, allocated on first use */
-	size_t n;                /* addresses in the table */
+	struct htab addrs;
 };
 
 /* Counts one more connection from a's address unless it has limit already.
@@ -25,6 +22,9 @@ void sources_release(struct source_table *t, const struct addr *a);
 
 /* Live connections from a's address. */
 unsigned long sources_count(const struct source_table *t, const struct addr *a);
+
+/* Addresses with live connections. */
+size_t sources_size(const struct source_table *t);
 
 void sources_free(struct source_table *t);
 

@@ -29,9 +29,11 @@ done
 
 nofile=$(ulimit -Hn)
 [ "$nofile" = unlimited ] && nofile=1048576
-# a fixed, small process limit: dualproxy is one process, and this value is
-# below any limit the runtime inherits
+# a small process limit (dualproxy is one process), and never above the hard
+# limit this process has
 nproc=4096
+hard=$(sed -n 's/^Max processes *\([0-9]*\) *\([0-9]*\).*/\2/p' /proc/self/limits)
+[ -n "$hard" ] && [ "$hard" -lt "$nproc" ] && nproc=$hard
 
 conf="$state/containers.conf"
 cat >"$conf" <<EOF

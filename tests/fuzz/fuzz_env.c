@@ -8,6 +8,7 @@
 
 #include "envconfig.h"
 #include "fuzz_check.h"
+#include "parse.h"
 
 #define ENV_SEP '\n' /* the input is one "NAME=value" per line */
 
@@ -33,13 +34,24 @@ static void check_loaded(char *const *envp, const struct config *cfg)
 
 	const struct service *svc = cfg->services;
 	unsigned long port = strtoul(src_port, NULL, 10);
-	FUZZ_CHECK(svc->n_listen == 2, "%zu listen addresses, expected both wildcards",
-		   svc->n_listen);
-	for (size_t i = 0; i < svc->n_listen; i++)
-		FUZZ_CHECK(addr_port(&svc->listen[i]) == port,
-			   "listens on port %u for SRC_PORT=%s", addr_port(&svc->listen[i]),
-			   src_port);
+	/* one wildcard per family that has a destination, and nothing else */
+	FUZZ_CHECK(svc->n_listen == (size_t)svc->has_backend4 + svc->has_backend6,
+		   "%zu listen addresses for %d backends", svc->n_listen,
+		   svc->has_backend4 + svc->has_backend6);
+	for (size_t i = 0; i < svc->n_listen; i++) {
+		const struct addr *a = &svc->listen[i];
+		FUZZ_CHECK(addr_port(a) == port, "listens on port %u for SRC_PORT=%s",
+			   addr_port(a), src_port);
+		FUZZ_CHECK(addr_is_wildcard(a), "listens on a specific address");
+		FUZZ_CHECK(addr_family(a) == AF_INET ? svc->has_backend4 : svc->has_backend6,
+			   "listens on a family without a destination");
+	}
 	FUZZ_CHECK(svc->has_backend4 || svc->has_backend6, "no backend");
+	/* SRC_RANGES set (non-blank): it is the whole allowlist */
+	const char *ranges = lookup(envp, "SRC_RANGES");
+	bool ranges_set = ranges != NULL && ranges[strspn(ranges, PARSE_LIST_SEP)] != '\0';
+	FUZZ_CHECK(ranges_set == (svc->allow.n > 0), "SRC_RANGES %s but %zu prefixes",
+		   ranges_set ? "set" : "unset", svc->allow.n);
 	FUZZ_CHECK(!svc->has_backend4 || addr_family(&svc->backend4) == AF_INET,
 		   "backend4 is not IPv4");
 	FUZZ_CHECK(!svc->has_backend6 || addr_family(&svc->backend6) == AF_INET6,

@@ -116,8 +116,8 @@ done
 # The src/ files and libraries each harness needs (the smallest set that links).
 harness_sources() {
 	case $1 in
-	fuzz_config) echo "config.c addr.c parse.c log.c cidr.c proxyproto.c" ;;
-	fuzz_env) echo "envconfig.c config.c addr.c parse.c log.c cidr.c proxyproto.c" ;;
+	fuzz_config) echo "config.c addr.c parse.c log.c cidr.c proxyproto.c hashtab.c" ;;
+	fuzz_env) echo "envconfig.c text.c config.c addr.c parse.c log.c cidr.c proxyproto.c hashtab.c" ;;
 	fuzz_proxyproto) echo "proxyproto.c addr.c" ;;
 	# metrics.c is part of the event loop and opens its sockets through
 	# listener.c, which pulls in the relay: the daemon less main.c

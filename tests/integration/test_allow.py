@@ -8,8 +8,10 @@ fails with ECONNRESET, the attempt is counted in
 dualproxy_denied_total{service} (and not in connections_total), and logged
 at debug as `denied service=NAME client=ADDR`.
 
-SRC_RANGES follows klipper-lb: a family with no range in the list is allowed
-entirely (klipper-lb only filtered the families its ranges named)."""
+SRC_RANGES follows klipper-lb (its `entry` accepts only the listed sources
+and drops the rest): a family with no range in the list is refused entirely.
+dualproxy refuses at once (RST) where klipper-lb's DROP lets the client time
+out. SRC_RANGES unset or empty: every client is served."""
 
 import time
 
@@ -67,14 +69,17 @@ def test_src_ranges_allow(env_proxy_factory, backends, ranges):
 
 
 @pytest.mark.parametrize("ranges,denied_host,allowed_host", [
-    ("10.0.0.0/8", V4, V6),
-    ("10.0.0.0/8,192.168.0.0/16", V4, V6),
-    ("2001:db8::/32", V6, V4),
+    ("127.0.0.0/8", V6, V4),
+    ("10.0.0.0/8,127.0.0.1/32", V6, V4),
+    ("::1/128", V4, V6),
+    ("2001:db8::/32 ::1", V4, V6),
 ])
-def test_src_ranges_unnamed_family_allowed(env_proxy_factory, backends, ranges,
+def test_src_ranges_unnamed_family_refused(env_proxy_factory, backends, ranges,
                                            denied_host, allowed_host):
-    """klipper-lb filtered only the families SRC_RANGES names: the other
-    family is let through."""
+    """A family SRC_RANGES names no range of is refused: IPv4-only
+    loadBalancerSourceRanges on a dual-stack Service must not open it to
+    every IPv6 client (and the other way round). The client inside a named
+    range is served."""
     src, dest, rec4, rec6 = klipper_ports(backends)
     env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest, DEST_IPS="127.0.0.1,::1",
                                   SRC_RANGES=ranges))
@@ -124,13 +129,13 @@ def test_ini_allow_denies(proxy_factory, counted):
                        .replace("]", r"\]").replace(".", r"\."))
     assert_backend_untouched((counted["v4"][1], counted["v4"][0]),
                              (counted["v6"][1], counted["v6"][0]))
-    m = wait_metric(V4, mport, "dualproxy_denied_total", 5, service="web")
-    assert m.value("dualproxy_connections_total", service="web", family="ipv4") == 0
-    assert m.value("dualproxy_connections_total", service="web", family="ipv6") == 0
-    assert m.value("dualproxy_connections_active", service="web") == 0
-    assert m.value("dualproxy_bytes_total", service="web", direction="up") == 0
+    m = wait_metric(V4, mport, "dualproxy_denied_total", 5, protocol="tcp", service="web")
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv4") == 0
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv6") == 0
+    assert m.value("dualproxy_connections_active", protocol="tcp", service="web") == 0
+    assert m.value("dualproxy_bytes_total", protocol="tcp", service="web", direction="up") == 0
     for reason in ("refused", "timeout", "unreachable", "failed", "reset"):
-        assert m.value("dualproxy_backend_errors_total", service="web", reason=reason) == 0
+        assert m.value("dualproxy_backend_errors_total", protocol="tcp", service="web", reason=reason) == 0
     assert proxy.conn_logs() == [], "denied clients must not be relayed"
 
 
@@ -146,7 +151,7 @@ def test_ini_allow_permits(proxy_factory, counted):
     assert tagged_echo(V6, port, b"ok v6\n") == "v6 AF_INET6"
     assert (counted["v4"][1].accepted, counted["v6"][1].accepted) == (1, 1)
     m = scrape(V4, mport)
-    assert m.value("dualproxy_denied_total", service="web") == 0
+    assert m.value("dualproxy_denied_total", protocol="tcp", service="web") == 0
 
 
 def test_ini_allow_bare_address_is_host_prefix(proxy_factory, counted):
@@ -188,12 +193,12 @@ def test_allow_applies_per_service(proxy_factory, counted):
     assert tagged_echo(V4, p2, b"x\n") == "v4 AF_INET"
     denied_attempt(V6, p1)
     assert tagged_echo(V6, p2, b"x\n") == "v6 AF_INET6"
-    m = wait_metric(V4, mport, "dualproxy_denied_total", 2, service="closed")
-    assert m.value("dualproxy_denied_total", service="open") == 0
-    assert m.value("dualproxy_connections_total", service="open", family="ipv4") == 1
-    assert m.value("dualproxy_connections_total", service="open", family="ipv6") == 1
-    assert m.value("dualproxy_connections_total", service="closed", family="ipv4") == 0
-    assert m.value("dualproxy_connections_total", service="closed", family="ipv6") == 0
+    m = wait_metric(V4, mport, "dualproxy_denied_total", 2, protocol="tcp", service="closed")
+    assert m.value("dualproxy_denied_total", protocol="tcp", service="open") == 0
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="open", family="ipv4") == 1
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="open", family="ipv6") == 1
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="closed", family="ipv4") == 0
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="closed", family="ipv6") == 0
 
 
 def test_allow_follows_reload(proxy_factory, counted):
@@ -210,7 +215,7 @@ def test_allow_follows_reload(proxy_factory, counted):
     proxy = proxy_factory(deny, readable=True)
     denied_attempt(V4, port)
     denied_attempt(V6, port)
-    wait_metric(V4, mport, "dualproxy_denied_total", 2, service="web")
+    wait_metric(V4, mport, "dualproxy_denied_total", 2, protocol="tcp", service="web")
 
     assert proxy.reload_ok(allow) == (0, 2, 0)
     assert tagged_echo(V4, port, b"now in\n") == "v4 AF_INET"
@@ -222,7 +227,7 @@ def test_allow_follows_reload(proxy_factory, counted):
 
     assert proxy.reload_ok(deny) == (0, 2, 0)
     denied_attempt(V6, port)
-    m = wait_metric(V4, mport, "dualproxy_denied_total", 3, service="web")
-    assert m.value("dualproxy_connections_total", service="web", family="ipv4") == 2
-    assert m.value("dualproxy_connections_total", service="web", family="ipv6") == 1
+    m = wait_metric(V4, mport, "dualproxy_denied_total", 3, protocol="tcp", service="web")
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv4") == 2
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv6") == 1
     assert (counted["v4"][1].accepted, counted["v6"][1].accepted) == (2, 1)

@@ -2,11 +2,14 @@
 one service `lb-tcp-<SRC_PORT>` from K3s servicelb's variables.
 
 * SRC_PORT: listen on 0.0.0.0:P and [::]:P; DEST_PORT: the backends' port.
-* DEST_IPS (comma or blank separated, IPv6 where it holds ':', at most one per
-  family), or the older DEST_IP / DEST_IP6: an IPv4 client reaches the IPv4
-  backend, an IPv6 client the IPv6 one (tagged backends on 127.0.0.1:DEST_PORT
-  and [::1]:DEST_PORT say which served).
-* DEST_PROTO: TCP or unset; UDP is refused.
+* DEST_IPS (comma, blank or newline separated, IPv6 where it holds ':', at
+  most one per family), or the older DEST_IP (either family) / DEST_IP6: an
+  IPv4 client reaches the IPv4 backend, an IPv6 client the IPv6 one (tagged
+  backends on 127.0.0.1:DEST_PORT and [::1]:DEST_PORT say which served). Only
+  the families that have a destination are published: the other family's
+  port is closed, as with klipper-lb.
+* DEST_PROTO: TCP or unset, or UDP (service lb-udp-PORT); SCTP is refused with
+  an error that names it.
 * Any bad variable: `environment: VAR: message` on stderr, exit 78, with and
   without -t; `-t` on a good environment prints `environment: configuration ok`.
 * -c wins over the environment.
@@ -56,18 +59,44 @@ def test_env_dest_ip_and_dest_ip6(env_proxy_factory, backends):
     assert (rec4.accepted, rec6.accepted) == (1, 1)
 
 
-@pytest.mark.parametrize("variables,tag", [
-    ({"DEST_IP": "127.0.0.1"}, "v4 AF_INET"),
-    ({"DEST_IPS": "127.0.0.1"}, "v4 AF_INET"),
-    ({"DEST_IP6": "::1"}, "v6 AF_INET6"),
-    ({"DEST_IPS": "::1"}, "v6 AF_INET6"),
-], ids=["DEST_IP", "DEST_IPS-v4", "DEST_IP6", "DEST_IPS-v6"])
-def test_env_single_family_serves_both(env_proxy_factory, backends, variables, tag):
-    """One family's ClusterIP only: clients of both families reach it."""
+@pytest.mark.parametrize("variables,served", [
+    ({"DEST_IP": "127.0.0.1"}, V4),
+    ({"DEST_IPS": "127.0.0.1"}, V4),
+    ({"DEST_IP6": "::1"}, V6),
+    ({"DEST_IP": "::1"}, V6),
+    ({"DEST_IPS": "::1"}, V6),
+], ids=["DEST_IP-v4", "DEST_IPS-v4", "DEST_IP6", "DEST_IP-v6", "DEST_IPS-v6"])
+def test_env_single_stack_publishes_one_family(env_proxy_factory, backends, variables,
+                                               served):
+    """A single-stack Service (one family's ClusterIP) is published on that
+    family only: the other family's port is closed (connection refused), as
+    klipper-lb programs rules for the given family only."""
     src, dest, rec4, rec6 = klipper_ports(backends)
-    env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest, **variables))
-    assert tagged_echo(V4, src, b"from v4\n") == tag
-    assert tagged_echo(V6, src, b"from v6\n") == tag
+    proxy = env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest, **variables))
+    closed = V6 if served == V4 else V4
+    tag = "v4 AF_INET" if served == V4 else "v6 AF_INET6"
+    assert tagged_echo(served, src, b"from the served family\n") == tag
+    assert_refused(closed, src, "(no %s destination)" % ("IPv6" if closed == V6 else "IPv4"))
+    want = {"0.0.0.0:%d" % src} if served == V4 else {"[::]:%d" % src}
+    assert {a for a, _ in listen_sockets(src)} == want
+    proxy.wait_for(r"listening on %s \(lb-tcp-%d\)" % (
+        r"0\.0\.0\.0:%d" % src if served == V4 else r"\[::\]:%d" % src, src), timeout=0)
+    assert (rec4.accepted, rec6.accepted) == ((1, 0) if served == V4 else (0, 1))
+
+
+def test_env_dest_ips_newlines(env_proxy_factory, backends):
+    """A YAML block scalar puts newlines into DEST_IPS: they separate too."""
+    src, dest, rec4, rec6 = klipper_ports(backends)
+    env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest, DEST_IPS="127.0.0.1\n::1\n"))
+    assert tagged_echo(V4, src, b"x\n") == "v4 AF_INET"
+    assert tagged_echo(V6, src, b"y\n") == "v6 AF_INET6"
+
+
+def test_env_logs_unset_src_ranges(env_proxy_factory, backends):
+    src, dest, _, _ = klipper_ports(backends)
+    proxy = env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest,
+                                          DEST_IPS="127.0.0.1,::1"))
+    proxy.wait_for(r"SRC_RANGES not set: clients from every address are served", timeout=0)
 
 
 def test_env_dest_ips_wins_over_dest_ip(env_proxy_factory, backends):
@@ -136,15 +165,14 @@ BAD = [
     ("DEST_IPS", {"DEST_IPS": "fd00::1,::1"}, None),
     ("DEST_IPS", {"DEST_IPS": "10.0.0.1,fd00::zz"}, None),
     ("DEST_IPS", {"DEST_IPS": None}, None),
-    ("DEST_IP", {"DEST_IPS": None, "DEST_IP": "::1"}, None),
     ("DEST_IP", {"DEST_IPS": None, "DEST_IP": "10.0.0.256"}, None),
     ("DEST_IP6", {"DEST_IPS": None, "DEST_IP6": "10.0.0.1"}, None),
     ("SRC_PORT", {"SRC_PORT": "0"}, None),
     ("SRC_PORT", {"SRC_PORT": "http"}, None),
     ("SRC_PORT", {"SRC_PORT": "65536"}, None),
     ("SRC_PORT", {"SRC_PORT": ""}, None),
-    ("DEST_PROTO", {"DEST_PROTO": "UDP"},
-     "environment: DEST_PROTO: UDP is not supported (only TCP)"),
+    ("DEST_PROTO", {"DEST_PROTO": "SCTP"},
+     "environment: DEST_PROTO: SCTP is not supported"),
     ("DEST_PROTO", {"DEST_PROTO": "ICMP"}, None),
     ("SRC_RANGES", {"SRC_RANGES": "10.0.0.0/33"}, None),
     ("SRC_RANGES", {"SRC_RANGES": "10.0.0.0/8,nonsense"}, None),

@@ -74,7 +74,7 @@ static struct addr client(const char *ip)
 /* Builds a list from prefixes that must parse and fit. */
 static void list_of(struct cidr_list *list, const char *const *prefixes, size_t n)
 {
-	memset(list, 0, sizeof(*list));
+	cidr_list_free(list);
 	for (size_t i = 0; i < n; i++) {
 		struct cidr c = parse_ok(prefixes[i]);
 		const char *err = NULL;
@@ -284,7 +284,7 @@ static void test_match_ipv4(void **state)
 {
 	(void)state;
 	static const char *const prefixes[] = { "10.0.0.0/8", "192.168.1.0/24", "1.2.3.4" };
-	struct cidr_list list;
+	struct cidr_list list = { NULL, 0 };
 	list_of(&list, prefixes, 3);
 
 	assert_match(&list, "10.0.0.0");
@@ -303,6 +303,7 @@ static void test_match_ipv4(void **state)
 	assert_no_match(&list, "1.2.3.5");
 	assert_no_match(&list, "1.2.3.3");
 	assert_no_match(&list, "127.0.0.1");
+	cidr_list_free(&list);
 }
 
 static void test_match_ipv4_boundary_25(void **state)
@@ -310,7 +311,7 @@ static void test_match_ipv4_boundary_25(void **state)
 	(void)state;
 	static const char *const upper[] = { "172.16.5.128/25" };
 	static const char *const lower[] = { "172.16.5.0/25" };
-	struct cidr_list list;
+	struct cidr_list list = { NULL, 0 };
 
 	list_of(&list, upper, 1);
 	assert_no_match(&list, "172.16.5.127");
@@ -324,13 +325,14 @@ static void test_match_ipv4_boundary_25(void **state)
 	assert_match(&list, "172.16.5.0");
 	assert_match(&list, "172.16.5.127");
 	assert_no_match(&list, "172.16.5.128");
+	cidr_list_free(&list);
 }
 
 static void test_match_ipv6(void **state)
 {
 	(void)state;
 	static const char *const prefixes[] = { "2001:db8::/32", "::1" };
-	struct cidr_list list;
+	struct cidr_list list = { NULL, 0 };
 	list_of(&list, prefixes, 2);
 
 	assert_match(&list, "2001:db8::");
@@ -344,13 +346,14 @@ static void test_match_ipv6(void **state)
 	assert_no_match(&list, "::2");
 	assert_no_match(&list, "::");
 	assert_no_match(&list, "fe80::1");
+	cidr_list_free(&list);
 }
 
 static void test_match_ipv6_boundary_116(void **state)
 {
 	(void)state;
 	static const char *const prefixes[] = { "fd45:a71:55a6:1:2:1::/116" };
-	struct cidr_list list;
+	struct cidr_list list = { NULL, 0 };
 	list_of(&list, prefixes, 1);
 
 	assert_match(&list, "fd45:a71:55a6:1:2:1::");
@@ -361,6 +364,7 @@ static void test_match_ipv6_boundary_116(void **state)
 	assert_no_match(&list, "fd45:a71:55a6:1:2:1:1:0");
 	assert_no_match(&list, "fd45:a71:55a6:1:2:0:ffff:ffff");
 	assert_no_match(&list, "fd45:a71:55a6:1:2:1:0:ffff");
+	cidr_list_free(&list);
 }
 
 static void test_match_family_mismatch(void **state)
@@ -369,7 +373,7 @@ static void test_match_family_mismatch(void **state)
 	/* an IPv6 prefix whose first byte equals 10, and the IPv4-mapped range */
 	static const char *const v6[] = { "a00::/8", "::ffff:0:0/96", "::/96" };
 	static const char *const v4[] = { "10.0.0.0/8", "0.0.0.0/8" };
-	struct cidr_list list;
+	struct cidr_list list = { NULL, 0 };
 
 	list_of(&list, v6, 3);
 	assert_no_match(&list, "10.0.0.1");
@@ -385,24 +389,26 @@ static void test_match_family_mismatch(void **state)
 	assert_no_match(&list, "::1");
 	assert_match(&list, "10.0.0.1");
 	assert_match(&list, "0.0.0.1");
+	cidr_list_free(&list);
 }
 
 static void test_match_unknown_family(void **state)
 {
 	(void)state;
 	static const char *const prefixes[] = { "0.0.0.0/0", "::/0" };
-	struct cidr_list list;
+	struct cidr_list list = { NULL, 0 };
 	struct addr a;
 
 	list_of(&list, prefixes, 2);
 	memset(&a, 0, sizeof(a)); /* AF_UNSPEC */
 	assert_false(cidr_list_match(&list, &a));
+	cidr_list_free(&list);
 }
 
 static void test_match_empty_list(void **state)
 {
 	(void)state;
-	struct cidr_list list;
+	struct cidr_list list = { NULL, 0 };
 	memset(&list, 0, sizeof(list));
 
 	assert_no_match(&list, "0.0.0.0");
@@ -411,13 +417,14 @@ static void test_match_empty_list(void **state)
 	assert_no_match(&list, "::");
 	assert_no_match(&list, "::1");
 	assert_no_match(&list, "2001:db8::1");
+	cidr_list_free(&list);
 }
 
 static void test_match_any_ipv4(void **state)
 {
 	(void)state;
 	static const char *const prefixes[] = { "0.0.0.0/0" };
-	struct cidr_list list;
+	struct cidr_list list = { NULL, 0 };
 	list_of(&list, prefixes, 1);
 
 	assert_match(&list, "0.0.0.0");
@@ -430,13 +437,14 @@ static void test_match_any_ipv4(void **state)
 	assert_no_match(&list, "::ffff:1.2.3.4");
 	assert_no_match(&list, "2001:db8::1");
 	assert_no_match(&list, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+	cidr_list_free(&list);
 }
 
 static void test_match_any_ipv6(void **state)
 {
 	(void)state;
 	static const char *const prefixes[] = { "::/0" };
-	struct cidr_list list;
+	struct cidr_list list = { NULL, 0 };
 	list_of(&list, prefixes, 1);
 
 	assert_match(&list, "::");
@@ -446,21 +454,23 @@ static void test_match_any_ipv6(void **state)
 	assert_no_match(&list, "0.0.0.0");
 	assert_no_match(&list, "10.0.0.1");
 	assert_no_match(&list, "255.255.255.255");
+	cidr_list_free(&list);
 }
 
 /* Every prefix length of both families at the edge of its range. */
 static void test_match_every_length(void **state)
 {
 	(void)state;
-	struct cidr_list list;
+	struct cidr_list list = { NULL, 0 };
+	struct cidr one;
 
 	for (unsigned len = 0; len <= 128; len++) {
 		/* the network: ones up to the prefix, so the first host bit is zero */
 		struct cidr c = { .family = AF_INET6, .prefix = len };
 		for (unsigned bit = 0; bit < len; bit++)
 			c.addr[bit / 8] |= (unsigned char)(0x80u >> (bit % 8));
-		memset(&list, 0, sizeof(list));
-		list.items[0] = c;
+		one = c;
+		list.items = &one;
 		list.n = 1;
 
 		struct addr a = client("::");
@@ -502,7 +512,7 @@ static void test_match_every_length(void **state)
 static void test_list_add_limit(void **state)
 {
 	(void)state;
-	struct cidr_list list;
+	struct cidr_list list = { NULL, 0 };
 	char text[INET_ADDRSTRLEN + 4];
 	const char *err = NULL;
 
@@ -534,6 +544,7 @@ static void test_list_add_limit(void **state)
 	assert_match(&list, "10.0.63.255");
 	assert_no_match(&list, "10.0.64.0");
 	assert_no_match(&list, "192.168.0.1");
+	cidr_list_free(&list);
 }
 
 /* ---- cidr_list_has_family ---- */
@@ -541,7 +552,7 @@ static void test_list_add_limit(void **state)
 static void test_list_has_family(void **state)
 {
 	(void)state;
-	struct cidr_list list;
+	struct cidr_list list = { NULL, 0 };
 	const char *err = NULL;
 
 	memset(&list, 0, sizeof(list));
@@ -564,6 +575,46 @@ static void test_list_has_family(void **state)
 	assert_int_equal(cidr_list_add(&list, &c, &err), 0);
 	assert_false(cidr_list_has_family(&list, AF_INET));
 	assert_true(cidr_list_has_family(&list, AF_INET6));
+	cidr_list_free(&list);
+}
+
+/* ---- cidr_parse_masking and cidr_format ---- */
+
+static void check_masked(const char *in, const char *want, bool want_masked)
+{
+	struct cidr c;
+	bool masked = !want_masked;
+	const char *err = NULL;
+	char buf[ADDR_STRLEN];
+
+	if (cidr_parse_masking(in, &c, &masked, &err) != 0)
+		fail_msg("cidr_parse_masking(\"%s\") failed: %s", in, err);
+	assert_string_equal(cidr_format(&c, buf), want);
+	assert_int_equal(masked, want_masked);
+}
+
+static void test_masking(void **state)
+{
+	(void)state;
+	check_masked("10.0.0.1/8", "10.0.0.0/8", true);
+	check_masked("10.255.255.255/9", "10.128.0.0/9", true);
+	check_masked("192.168.1.77/24", "192.168.1.0/24", true);
+	check_masked("1.2.3.4/0", "0.0.0.0/0", true);
+	check_masked("10.0.0.0/8", "10.0.0.0/8", false);
+	check_masked("10.0.0.1", "10.0.0.1/32", false);
+	check_masked("2001:db8::1/32", "2001:db8::/32", true);
+	check_masked("2001:db8:ffff::/33", "2001:db8:8000::/33", true);
+	check_masked("::1", "::1/128", false);
+	check_masked("fd00::/8", "fd00::/8", false);
+	/* the strict parser still refuses host bits */
+	parse_fails("10.0.0.1/8");
+	/* other errors stay errors */
+	struct cidr c;
+	bool masked;
+	const char *err = NULL;
+	assert_int_equal(cidr_parse_masking("10.0.0.0/33", &c, &masked, &err), -1);
+	assert_non_null(err);
+	assert_int_equal(cidr_parse_masking("nonsense/8", &c, &masked, &err), -1);
 }
 
 int main(void)
@@ -591,6 +642,7 @@ int main(void)
 		cmocka_unit_test(test_match_every_length),
 		cmocka_unit_test(test_list_add_limit),
 		cmocka_unit_test(test_list_has_family),
+		cmocka_unit_test(test_masking),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,6 +9,7 @@
 
 #include <limits.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "parse.h"
@@ -215,6 +216,71 @@ static void test_bool_junk(void **state)
 	}
 }
 
+/* ---- parse_list ---- */
+
+struct collected {
+	char items[8][PARSE_ITEM_MAX + 1];
+	int n;
+	int fail_at; /* fn fails on this entry (1-based); 0: never */
+};
+
+static int collect(const char *item, void *ctx)
+{
+	struct collected *c = ctx;
+	if (++c->n == c->fail_at)
+		return -1;
+	assert_true(c->n <= 8);
+	snprintf(c->items[c->n - 1], sizeof(c->items[0]), "%s", item);
+	return 0;
+}
+
+static void test_list_separators(void **state)
+{
+	(void)state;
+	static const char *const lists[] = {
+		"a,b,c", "a b c", "a, b, c", " a\tb\nc ", ",,a,,b,,c,,", "a\r\nb\r\nc\r\n",
+		"\na\n\nb\n\nc", "a ,\n b\v,\fc",
+	};
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+		struct collected c = { .n = 0 };
+		const char *err = "unset";
+		assert_int_equal(parse_list(lists[i], collect, &c, &err), 3);
+		assert_null(err);
+		assert_string_equal(c.items[0], "a");
+		assert_string_equal(c.items[1], "b");
+		assert_string_equal(c.items[2], "c");
+	}
+}
+
+static void test_list_empty_and_errors(void **state)
+{
+	(void)state;
+	struct collected c = { .n = 0 };
+	const char *err;
+
+	assert_int_equal(parse_list("", collect, &c, &err), 0);
+	assert_int_equal(parse_list(" ,\n\t, ", collect, &c, &err), 0);
+	assert_int_equal(c.n, 0);
+
+	/* fn's failure stops the list; the caller reported it */
+	c = (struct collected){ .fail_at = 2 };
+	assert_int_equal(parse_list("a,b,c", collect, &c, &err), -1);
+	assert_null(err);
+	assert_int_equal(c.n, 2);
+
+	/* an entry longer than PARSE_ITEM_MAX is an error, not cut */
+	char long_item[PARSE_ITEM_MAX + 8];
+	memset(long_item, 'x', sizeof(long_item) - 1);
+	long_item[sizeof(long_item) - 1] = '\0';
+	c = (struct collected){ .n = 0 };
+	assert_int_equal(parse_list(long_item, collect, &c, &err), -1);
+	assert_non_null(err);
+	assert_int_equal(c.n, 0);
+	long_item[PARSE_ITEM_MAX] = '\0'; /* exactly the maximum: fine */
+	assert_int_equal(parse_list(long_item, collect, &c, &err), 1);
+	assert_int_equal(strlen(c.items[0]), PARSE_ITEM_MAX);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -228,6 +294,8 @@ int main(void)
 		cmocka_unit_test(test_uint_garbage),
 		cmocka_unit_test(test_bool_ok),
 		cmocka_unit_test(test_bool_junk),
+		cmocka_unit_test(test_list_separators),
+		cmocka_unit_test(test_list_empty_and_errors),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

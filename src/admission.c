@@ -1,0 +1,267 @@
+/* admission.c: the accept-side decisions, shared by TCP connections and UDP
+ * flows: allowlist, per-source limit, capacity, self-loops, accept backoff */
+#include "autoconfig.h"
+
+#include <assert.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "admission.h"
+#include "log.h"
+#include "sock.h"
+
+#define FD_BACKOFF_SEC 0.1   /* gates closed after EMFILE/ENFILE */
+#define FDS_PER_CONNECTION 2 /* a relay holds two sockets; a UDP flow one */
+
+static const char *const result_names[ADMIT_RESULT_COUNT] = {
+	[ADMIT_OK] = "admitted",
+	[ADMIT_DENIED] = "denied",
+	[ADMIT_SOURCE_LIMITED] = "source-limited",
+	[ADMIT_FULL] = "full",
+	[ADMIT_LOOP] = "loop",
+	[ADMIT_DRAINING] = "draining",
+};
+
+const char *admission_result_name(enum admit_result r)
+{
+	return result_names[r];
+}
+
+static bool gate_open(const struct admission *a, const struct admission_gate *g)
+{
+	return !a->draining && !ev_is_active(&a->backoff) && !(g->relays && a->full);
+}
+
+static void gate_update(struct admission *a, struct admission_gate *g)
+{
+	if (gate_open(a, g))
+		ev_io_start(a->loop, g->io);
+	else
+		ev_io_stop(a->loop, g->io);
+}
+
+static void gates_update(struct admission *a)
+{
+	struct admission_gate *g;
+	LIST_FOREACH(g, &a->gates, link)
+		gate_update(a, g);
+}
+
+static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	gates_update(w->data);
+}
+
+void admission_init(struct admission *a, struct ev_loop *loop, unsigned long fd_limit)
+{
+	memset(a, 0, sizeof(*a));
+	a->loop = loop;
+	a->fd_limit = fd_limit;
+	a->max_connections = DEFAULT_MAX_CONNECTIONS;
+	LIST_INIT(&a->gates);
+	ev_timer_init(&a->backoff, on_backoff, FD_BACKOFF_SEC, 0.);
+	a->backoff.data = a;
+}
+
+unsigned long admission_capacity(const struct admission *a)
+{
+	unsigned long by_fds;
+	if (a->fd_limit == 0)
+		by_fds = ULONG_MAX;
+	else if (a->fd_limit <= a->fd_reserved + FDS_PER_CONNECTION)
+		by_fds = 1;
+	else
+		by_fds = (a->fd_limit - a->fd_reserved) / FDS_PER_CONNECTION;
+	return by_fds < a->max_connections ? by_fds : a->max_connections;
+}
+
+/* Closes or reopens the relay gates when the count crosses the limit. */
+static void update_full(struct admission *a)
+{
+	unsigned long limit = admission_capacity(a);
+	bool full = a->active >= limit;
+	if (full == a->full)
+		return;
+	a->full = full;
+	gates_update(a);
+	if (full) {
+		bool by_max = limit == a->max_connections;
+		a->paused[by_max ? PAUSE_MAX_CONNECTIONS : PAUSE_DESCRIPTORS]++;
+		log_warn("%lu connections (%s) reached: accepting paused", limit,
+			 by_max ? "max_connections" : "descriptor limit");
+	} else {
+		log_info("below the connection limit again: accepting resumed");
+	}
+}
+
+void admission_configure(struct admission *a, const struct config *cfg,
+			 unsigned long fd_reserved)
+{
+	a->max_connections = cfg->max_connections;
+	a->per_source = cfg->max_connections_per_source;
+	a->fd_reserved = fd_reserved;
+	update_full(a);
+}
+
+/* An address as a hash key: its bytes and their number. */
+struct key {
+	unsigned char bytes[ADDR_KEY_MAX];
+	size_t len;
+};
+
+static struct key key_of(const struct addr *x)
+{
+	struct key k;
+	k.len = addr_key(x, k.bytes);
+	return k;
+}
+
+static bool same_local(const struct hnode *n, const void *k)
+{
+	const struct admission_backend *b = (const struct admission_backend *)n;
+	const struct key *key = k;
+	return b->local_len == key->len && memcmp(b->local, key->bytes, key->len) == 0;
+}
+
+/* True when this host has the address of a (bind(2) to it works). */
+static bool is_local_address(const struct addr *a)
+{
+	struct addr probe = *a;
+	if (addr_family(&probe) == AF_INET)
+		probe.u.in.sin_port = 0;
+	else
+		probe.u.in6.sin6_port = 0;
+	int fd = socket(addr_family(&probe), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return true; /* cannot tell: assume no address translation */
+	bool local = bind(fd, &probe.u.sa, probe.len) == 0;
+	close(fd);
+	return local;
+}
+
+/* A client from the local address of one of our backend sockets is that
+ * socket coming back to us when it arrives at the socket's destination (a
+ * loop without address translation), or when that destination is not an
+ * address of this host (translated back to us on the way: kube-proxy,
+ * DNAT). Otherwise it shares the port number by chance, which the kernel
+ * allows for different destinations. Costs system calls only for a client
+ * whose address matches. */
+static bool is_loop(struct admission *a, const struct addr *client, int fd,
+		    const struct addr *local)
+{
+	struct key k = key_of(client);
+	struct hnode *n = htab_find(&a->backends, htab_hash(k.bytes, k.len), same_local, &k);
+	struct addr here;
+
+	for (; n != NULL; n = htab_next(n, same_local, &k)) {
+		const struct admission_backend *b = (const struct admission_backend *)n;
+		if (local == NULL) {
+			if (sock_local_addr(fd, &here) < 0)
+				return false;
+			local = &here;
+		}
+		if (addr_equal(local, b->remote) || !is_local_address(b->remote))
+			return true;
+	}
+	return false;
+}
+
+enum admit_result admission_check(struct admission *a, const struct service *svc,
+				  const struct addr *client, int fd, const struct addr *local,
+				  bool *source_counted)
+{
+	*source_counted = false;
+	if (a->draining)
+		return ADMIT_DRAINING;
+	if (svc->allow.n > 0 && !cidr_list_match(&svc->allow, client))
+		return ADMIT_DENIED;
+	if (a->backends.n > 0 && is_loop(a, client, fd, local))
+		return ADMIT_LOOP;
+	if (a->active >= admission_capacity(a))
+		return ADMIT_FULL;
+	if (a->per_source > 0) {
+		if (sources_acquire(&a->sources, client, a->per_source) < 0)
+			return ADMIT_SOURCE_LIMITED;
+		*source_counted = true;
+	}
+	a->active++;
+	update_full(a);
+	return ADMIT_OK;
+}
+
+void admission_release(struct admission *a, const struct addr *client, bool source_counted)
+{
+	assert(a->active > 0);
+	a->active--;
+	if (source_counted)
+		sources_release(&a->sources, client);
+	update_full(a);
+	if (a->draining && a->active == 0)
+		ev_break(a->loop, EVBREAK_ALL);
+}
+
+void admission_gate_add(struct admission *a, struct admission_gate *g, ev_io *io,
+			bool relays)
+{
+	g->io = io;
+	g->relays = relays;
+	LIST_INSERT_HEAD(&a->gates, g, link);
+	gate_update(a, g);
+}
+
+void admission_gate_remove(struct admission *a, struct admission_gate *g)
+{
+	ev_io_stop(a->loop, g->io);
+	LIST_REMOVE(g, link);
+}
+
+void admission_backoff(struct admission *a)
+{
+	if (ev_is_active(&a->backoff))
+		return;
+	ev_timer_set(&a->backoff, FD_BACKOFF_SEC, 0.);
+	ev_timer_start(a->loop, &a->backoff);
+	a->paused[PAUSE_DESCRIPTORS]++;
+	log_warn("out of descriptors: pausing accepting for %.0f ms", FD_BACKOFF_SEC * 1000);
+	gates_update(a);
+}
+
+void admission_drain(struct admission *a)
+{
+	a->draining = true;
+	gates_update(a);
+	if (a->active == 0)
+		ev_break(a->loop, EVBREAK_ALL);
+}
+
+void admission_backend_add(struct admission *a, struct admission_backend *b, int fd,
+			   const struct addr *remote)
+{
+	struct addr local;
+	b->remote = remote;
+	b->local_len = 0;
+	if (sock_local_addr(fd, &local) < 0)
+		return; /* cannot tell: this one socket goes unchecked */
+	struct key k = key_of(&local);
+	memcpy(b->local, k.bytes, k.len);
+	if (htab_insert(&a->backends, &b->node, htab_hash(k.bytes, k.len)) == 0)
+		b->local_len = (unsigned char)k.len;
+}
+
+void admission_backend_remove(struct admission *a, struct admission_backend *b)
+{
+	if (b->local_len != 0)
+		htab_remove(&a->backends, &b->node);
+	b->local_len = 0;
+}
+
+void admission_free(struct admission *a)
+{
+	ev_timer_stop(a->loop, &a->backoff);
+	sources_free(&a->sources);
+	htab_free(&a->backends);
+}
