@@ -1168,22 +1168,24 @@ def _report_explain(ex):
              else " (strace -f: the proxy runs much slower under it, so it batches more than it would)"))
     print("(per request, or per delivered datagram for UDP: syscalls, epoll_wait wake-ups; ev/wake = ready")
     print("sockets per wake-up; reads = read/recv/recvfrom/recvmsg, B/read = bytes per read that returned data,")
-    print("EAGAIN% = reads that found nothing; splice-in = socket to pipe, splice-out = pipe to socket)")
+    print("EAGAIN% = reads that found nothing; splice-in = socket to pipe, splice-out = pipe to socket;")
+    print("rmmsg/smmsg = recvmmsg/sendmmsg calls, dgr/... = datagrams per such call)")
     h = (f"{'target':<10} {'workload':<11} {'sys/u':>6} {'wakes/u':>7} {'ev/wake':>7} {'reads/u':>7} {'B/read':>7}"
          f" {'EAGAIN%':>7} {'writes/u':>8} {'B/write':>7} {'spl-in/u':>8} {'B/spl-in':>8} {'spl-out/u':>9} {'B/spl-out':>9}"
-         f" {'mmsg dgr/call':>13}  others/u")
+         f" {'rmmsg/u':>7} {'dgr/rmmsg':>9} {'smmsg/u':>7} {'dgr/smmsg':>9}  others/u")
     print(h)
     print("-" * len(h))
     for e in ex:
         if e.get("error"):
             print(f"{e['target']:<10} {e['workload']:<11} {e['error']}")
             continue
-        mm = e.get("dgrams_per_recvmmsg")
         print(f"{e['target']:<10} {e['workload']:<11} {_fmt(e['total_per_unit'], '>6.2f'):>6} {e['epoll_wait']:>7.3f}"
               f" {_fmt(e['events_per_wait'], '>7.2f'):>7} {e['reads']:>7.3f} {_fmt(e['bytes_per_read'], '>7.0f'):>7}"
               f" {_fmt(e['reads_failed_pct'], '>6.1f'):>7} {e['writes']:>8.3f} {_fmt(e['bytes_per_write'], '>7.0f'):>7}"
               f" {e['splice_in']:>8.3f} {_fmt(e['bytes_per_splice_in'], '>8.0f'):>8} {e['splice_out']:>9.3f}"
-              f" {_fmt(e['bytes_per_splice_out'], '>9.0f'):>9} {_fmt(mm, '>13.1f'):>13}  "
+              f" {_fmt(e['bytes_per_splice_out'], '>9.0f'):>9} {e.get('recvmmsg', 0):>7.3f}"
+              f" {_fmt(e.get('dgrams_per_recvmmsg'), '>9.1f'):>9} {e.get('sendmmsg', 0):>7.3f}"
+              f" {_fmt(e.get('dgrams_per_sendmmsg'), '>9.1f'):>9}  "
               + (", ".join(f"{k} {v:.2f}" for k, v in e.get("others", [])) or "-"))
 
 
@@ -1236,6 +1238,8 @@ def _report_udp_rss(ur):
         notes = []
         if r["failed"]:
             notes.append(f"{r['failed']} sockets failed")
+        if r["flows_at_backend"] < r["opened"]:
+            notes.append(f"only {r['flows_at_backend']} of {r['opened']} clients got a flow")
         if r["passes"] > 1:
             notes.append(f"{r['passes']} passes of datagrams")
         print(f"{r['target']:<10} {r['processes']:>5} {r['flows_at_backend']:>6} {r['rss_before_kb']:>7} KB {r['rss_after_kb']:>7} KB"
