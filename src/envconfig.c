@@ -221,7 +221,7 @@ struct config *envconfig_load(char *const *envp, struct config_error *err)
 	if (cfg == NULL) {
 		err->line = 0; /* the generated text's lines mean nothing to the user */
 	} else if (src_ranges == NULL) {
-		log_info("SRC_RANGES not set: clients from every address are served");
+		log_info("SRC_RANGES not set or empty: clients from every address are served");
 	}
 out:
 	text_free(&allow);

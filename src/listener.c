@@ -2,6 +2,8 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -26,7 +28,12 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents);
 /* A bound socket of type at a; -1 with errno set. */
 static int open_socket(int type, const struct addr *a)
 {
+	int one = 1;
 	int fd = sock_listen(a, type, LISTEN_BACKLOG);
+	/* the relay forwards what it has at once and never batches small
+	 * writes: accepted sockets inherit TCP_NODELAY from their listener */
+	if (fd >= 0 && type == SOCK_STREAM)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (fd >= 0 && type == SOCK_DGRAM && udp_socket_options(fd, a) < 0) {
 		int saved = errno;
 		close(fd);
@@ -146,8 +153,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 		addr_from_sockaddr(&client, (struct sockaddr *)&ss, len);
 		dp->accepted++;
 		enum admit_result res =
-			admission_check(&dp->admission, l->service, &client, fd, NULL,
-					&source_counted);
+			admission_check(&dp->admission, l->service, &client, &source_counted);
 		if (res != ADMIT_OK)
 			refuse(l, fd, &client, res);
 		else

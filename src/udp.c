@@ -28,6 +28,12 @@
 #define UDP_PRIORITY (EV_MINPRI + 1)
 #define UDP_CMSG_SPACE (CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(int)))
 
+/* Room for the ancillary data of one datagram, aligned as cmsghdr wants. */
+union cmsg_buf {
+	char buf[UDP_CMSG_SPACE];
+	struct cmsghdr align;
+};
+
 /* The socket address of a client, as small as it can be. */
 union client_addr {
 	struct sockaddr sa;
@@ -55,7 +61,7 @@ struct udp_flow {
 	ev_io io;                        /* replies */
 	ev_tstamp started, last_active;
 	uint64_t bytes[STATS_DIR_COUNT], datagrams[STATS_DIR_COUNT];
-	struct admission_backend self;   /* fd's local address, for loops */
+	struct loop_socket self;         /* fd, to see it come back (a loop) */
 	bool replied;                    /* the backend has answered */
 	bool source_counted;
 	enum end_reason reason;
@@ -82,7 +88,7 @@ struct slot {
 	bool has_dst;
 	unsigned ifindex;
 	int gso_size;         /* UDP GRO: the size of its segments; 0: one datagram */
-	char cmsg[UDP_CMSG_SPACE];
+	union cmsg_buf cmsg;
 };
 
 /* Datagrams staged for one socket: sent together with sendmmsg. */
@@ -102,7 +108,7 @@ struct udp_shared {
 	struct slot slot[UDP_BATCH];
 	struct mmsghdr tx[UDP_BATCH];
 	struct iovec tx_iov[UDP_BATCH];
-	char tx_cmsg[UDP_BATCH][UDP_CMSG_SPACE];
+	union cmsg_buf tx_cmsg[UDP_BATCH];
 	bool no_gso;                     /* UDP_SEGMENT failed once: send one by one */
 	bool no_gro;                     /* so, GRO is switched off on new sockets */
 };
@@ -304,7 +310,7 @@ static void flow_finish(struct udp_flow *f, enum end_reason why)
 	htab_remove(&ep->flows, &f->node);
 	TAILQ_REMOVE(f->replied ? &ep->replied : &ep->unreplied, f, lru);
 	ev_io_stop(dp->loop, &f->io);
-	admission_backend_remove(&dp->admission, &f->self);
+	loops_remove(&dp->admission.loops, &f->self);
 	close(f->fd);
 	log_debug("flow service=%s client=%s backend=%s up=%llu down=%llu datagrams_up=%llu "
 		  "datagrams_down=%llu duration=%.3fs end=%s",
@@ -351,14 +357,8 @@ static struct udp_flow *flow_new(struct udp_endpoint *ep, const struct slot *s,
 	struct stats_counters *counters = stats_family(l->stats, STATS_UDP, addr_family(&s->from));
 	bool source_counted;
 	char c[ADDR_STRLEN], b[ADDR_STRLEN];
-	struct addr local = l->addr; /* the address the client sent to */
-
-	if (s->has_dst && addr_family(&local) == AF_INET6)
-		local.u.in6.sin6_addr = s->dst.v6;
-	else if (s->has_dst)
-		local.u.in.sin_addr = s->dst.v4;
-	enum admit_result res = admission_check(&dp->admission, l->service, &s->from, -1,
-						&local, &source_counted);
+	enum admit_result res = admission_check(&dp->admission, l->service, &s->from,
+						&source_counted);
 	if (res != ADMIT_OK) {
 		counters->refused[res]++;
 		log_debug("%s service=%s client=%s (udp)", admission_result_name(res),
@@ -391,20 +391,21 @@ static struct udp_flow *flow_new(struct udp_endpoint *ep, const struct slot *s,
 	f->backend_addr = backend;
 	memcpy(&f->client, &s->from.u.ss, s->from.len);
 	f->client_len = s->from.len;
-	if (addr_family(&local) == AF_INET6)
-		f->local.v6 = local.u.in6.sin6_addr;
+	/* the address the client sent to: the listener's, or from IP_PKTINFO */
+	if (addr_family(&l->addr) == AF_INET6)
+		f->local.v6 = s->has_dst ? s->dst.v6 : l->addr.u.in6.sin6_addr;
 	else
-		f->local.v4 = local.u.in.sin_addr;
+		f->local.v4 = s->has_dst ? s->dst.v4 : l->addr.u.in.sin_addr;
 	f->ifindex = s->ifindex;
 	f->fd = fd;
 	f->source_counted = source_counted;
 	f->started = f->last_active = ev_now(dp->loop);
-	admission_backend_add(&dp->admission, &f->self, fd, backend);
+	loops_add(&dp->admission.loops, &f->self, fd, backend);
 	ev_io_init(&f->io, on_reply, fd, EV_READ);
 	ev_set_priority(&f->io, UDP_PRIORITY);
 	f->io.data = f;
 	if (htab_insert(&ep->flows, &f->node, hash) < 0) {
-		admission_backend_remove(&dp->admission, &f->self);
+		loops_remove(&dp->admission.loops, &f->self);
 		close(fd);
 		stats_unref(&dp->stats, f->stats);
 		service_unref(f->svc);
@@ -465,8 +466,8 @@ static int receive_batch(struct udp_shared *u, int fd, bool with_names)
 		u->rx_iov[i].iov_len = UDP_BUF;
 		m->msg_name = with_names ? &u->slot[i].from.u.ss : NULL;
 		m->msg_namelen = with_names ? sizeof(u->slot[i].from.u.ss) : 0;
-		m->msg_control = u->slot[i].cmsg;
-		m->msg_controllen = sizeof(u->slot[i].cmsg);
+		m->msg_control = u->slot[i].cmsg.buf;
+		m->msg_controllen = sizeof(u->slot[i].cmsg.buf);
 		m->msg_flags = 0;
 	}
 	int n;
@@ -553,9 +554,9 @@ static int out_add(struct udp_shared *u, struct out *o, char *data, size_t len, 
 	u->tx_iov[i].iov_len = len;
 	m->msg_name = o->dir == STATS_DOWN ? (void *)&f->client : NULL;
 	m->msg_namelen = o->dir == STATS_DOWN ? f->client_len : 0;
-	m->msg_control = u->tx_cmsg[i];
+	m->msg_control = u->tx_cmsg[i].buf;
 	if (o->dir == STATS_DOWN && f->ep->wildcard) {
-		struct cmsghdr *c = (struct cmsghdr *)u->tx_cmsg[i];
+		struct cmsghdr *c = &u->tx_cmsg[i].align;
 		if (f->client.sa.sa_family == AF_INET6) {
 			struct in6_pktinfo pi = { .ipi6_addr = f->local.v6,
 						  .ipi6_ifindex = f->ifindex };
@@ -575,7 +576,7 @@ static int out_add(struct udp_shared *u, struct out *o, char *data, size_t len, 
 	}
 	o->gso[i] = 0;
 	if (gso_size > 0 && len > (size_t)gso_size) {
-		struct cmsghdr *c = (struct cmsghdr *)(u->tx_cmsg[i] + off);
+		struct cmsghdr *c = (struct cmsghdr *)(u->tx_cmsg[i].buf + off);
 		uint16_t size = (uint16_t)gso_size;
 		c->cmsg_level = SOL_UDP;
 		c->cmsg_type = UDP_SEGMENT;
