@@ -23,6 +23,7 @@
 
 #define RELAY_CHUNK (64 * 1024)   /* the shared buffer recv/send relaying reads into */
 #define PIPE_CAPACITY (64 * 1024) /* Linux default pipe size */
+#define PIPE_FD_SPARE 64          /* descriptors a new pipe must leave to connections */
 #define PUMP_ROUNDS 4             /* read/write rounds per wake-up, for fairness */
 #define STALL_CHECK 1.0           /* seconds between checks of a side that is not read */
 #define RESET_LINGER 1.0          /* seconds a reset waits for the survivor's data */
@@ -206,7 +207,7 @@ void relay_start(struct dualproxy *dp, struct service *svc, struct service_stats
 	struct relay *r = relay_new(dp, svc, stats, client_fd, client, source_counted);
 	if (r == NULL) {
 		log_warn("[%s] out of memory for a new connection", svc->name);
-		admission_release(&dp->admission, client, source_counted);
+		admission_release(&dp->admission, client, RELAY_FDS, source_counted);
 		sock_set_linger_zero(client_fd);
 		close(client_fd);
 		return;
@@ -416,8 +417,10 @@ static enum io_result fill_buffered(struct relay *r, struct flow *f)
 		return keep_tail(r, f, chunk + sent, (size_t)(n - sent));
 	if (n < RELAY_CHUNK)
 		return IO_SHORT;
-	/* a full chunk means bulk: move further data through a pipe if one is free */
-	pipe_pool_get(&r->dp->pipes, f->pipe);
+	/* a full chunk means bulk: move further data through a pipe if one is
+	 * free; a new pipe only while descriptors are to spare */
+	pipe_pool_get(&r->dp->pipes, f->pipe,
+		      admission_spare_fds(&r->dp->admission) > PIPE_FD_SPARE);
 	return IO_OK;
 }
 
@@ -740,7 +743,7 @@ static void relay_finish(struct relay *r)
 	stats_unref(&dp->stats, r->stats);
 	service_unref(r->svc);
 	free(r);
-	admission_release(&dp->admission, &client, source_counted);
+	admission_release(&dp->admission, &client, RELAY_FDS, source_counted);
 }
 
 void relay_close_all(struct dualproxy *dp)
