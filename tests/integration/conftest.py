@@ -1750,6 +1750,25 @@ def udp_backends():
         b.close()
 
 
+def udp_tcp_backends(backends, udp_backends, host, tag):
+    """A tagged UDP backend (udp_backends) and a tagged TCP one (backends,
+    counted) on the same port of `host`, for a `protocol = tcp, udp`
+    service (one backend address for both protocols). Returns the
+    UdpBackend."""
+    for _ in range(20):
+        port = free_udp_port(host)
+        try:
+            u = udp_backends(host, "tagged", tag, port=port)
+        except OSError:
+            continue
+        try:
+            start_counted_tagged(backends, host, tag, port=port)
+        except OSError:
+            continue
+        return u
+    raise RuntimeError("no port free for TCP and UDP on %s" % host)
+
+
 @pytest.fixture
 def udp_tagged(udp_backends):
     """A tagged UDP backend on each family (tags 'v4' and 'v6')."""

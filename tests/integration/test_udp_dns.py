@@ -135,7 +135,7 @@ def dns_proxy(proxy_factory, dnsmasqs):
     proxy = proxy_factory(ini("""
         [global]
         log_level = debug
-        drain_timeout = 1s
+        drain_timeout = 300ms
         metrics_listen = 127.0.0.1:%d
         [dns]
         listen = %d

@@ -9,6 +9,7 @@
   family's port is bound; the other answers with ICMP port unreachable.
 * `dualproxy -t` accepts the environment."""
 
+import signal
 import socket
 
 import pytest
@@ -56,6 +57,17 @@ def wait_named(proxy, src):
     proxy.wait_for(r"\blb-udp-%d\b" % src, timeout=T(2))
 
 
+def stop_now(proxy):
+    """SIGTERM, then a second one once draining (environment mode drains
+    for 25 s, its open flows for 2 s): exit 0 at once."""
+    since = proxy.mark()
+    proxy.signal(signal.SIGTERM)
+    proxy.wait_for(r"draining", timeout=T(3), since=since)
+    proxy.signal(signal.SIGTERM)
+    rc = proxy.wait_exit(T(5))
+    assert rc == 0, "exit %s; stderr:\n%s" % (rc, proxy.stderr_text())
+
+
 @pytest.mark.parametrize("dest_ips", ["127.0.0.1,::1", "::1 127.0.0.1"])
 def test_env_udp_both_families(env_proxy_factory, same_port_udp, udp_socks, dest_ips):
     dest, b4, b6 = same_port_udp
@@ -77,6 +89,7 @@ def test_env_udp_both_families(env_proxy_factory, same_port_udp, udp_socks, dest
                     assert sender == (host, src)
     assert (len(b4.peers()), len(b6.peers())) == (4, 4)
     assert all(p[0] == V4 for p in b4.peers()) and all(p[0] == V6 for p in b6.peers())
+    stop_now(proxy)
 
 
 @pytest.mark.parametrize("variables,host", [
@@ -97,6 +110,7 @@ def test_env_udp_single_stack(env_proxy_factory, same_port_udp, udp_socks, varia
     assert data == tag_of(host) + b"published"
     assert udp_refused(other, src), "%s: port %d answers without a destination" % (other, src)
     assert (b4 if other == V4 else b6).peers() == []
+    stop_now(proxy)
 
 
 def test_env_udp_check(same_port_udp):

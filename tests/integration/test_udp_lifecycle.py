@@ -27,7 +27,7 @@ import pytest
 
 from conftest import (V4, V6, T, connect, fmt_addr, flow_log, flow_logs,
                       free_udp_dual_port, ini, needs_udp, recv_exact, recv_line,
-                      sock_addr, start_counted_tagged, udp_ask, udp_quiet,
+                      sock_addr, udp_ask, udp_quiet, udp_tcp_backends,
                       udp_refused, udp_sockets, udp_tag, wait_closed,
                       distinct_udp_dual_ports)
 
@@ -50,10 +50,11 @@ def service(name, port, b4, b6, protocol="udp"):
     """ % (name, port, protocol, b4.fmt(), b6.fmt()))
 
 
+# a short drain: a test that leaves flows open ends quickly
 GLOBAL = ini("""
     [global]
     log_level = debug
-    drain_timeout = 1s
+    drain_timeout = 300ms
 """)
 
 
@@ -148,11 +149,9 @@ def test_drain_lets_flows_finish(proxy_factory, backends, udp_backends, udp_sock
     busy flow is relayed until it falls idle for 2 s, the idle one ends
     within 2 s, and the daemon exits 0 once the flow and the TCP connection
     are gone."""
-    u4, u6 = udp_backends(V4, "tagged", "v4"), udp_backends(V6, "tagged", "v6")
+    u4 = udp_tcp_backends(backends, udp_backends, V4, "v4")
+    u6 = udp_tcp_backends(backends, udp_backends, V6, "v6")
     port = free_udp_dual_port()
-    # TCP backends on the UDP backends' ports (one backend address per family)
-    start_counted_tagged(backends, V4, "v4", port=u4.port)
-    start_counted_tagged(backends, V6, "v6", port=u6.port)
     proxy = proxy_factory(ini("""
         [global]
         log_level = debug
@@ -206,7 +205,7 @@ def test_drain_timeout_cuts_busy_flows(proxy_factory, udp_tagged, udp_socks):
     about 1 s, its line says end=shutdown."""
     b4, b6 = udp_tagged
     port = free_udp_dual_port()
-    proxy = proxy_factory(GLOBAL + service("dns", port, b4, b6))
+    proxy = proxy_factory(GLOBAL.replace("300ms", "1s") + service("dns", port, b4, b6))
     socks = {h: udp_socks(h) for h in (V4, V6)}
     for host, s in socks.items():
         assert udp_ask(s, (host, port), b"hi")[0] == tag_of(host) + b"hi"

@@ -181,7 +181,7 @@ def test_udp_replies_from_the_address_sent_to(namespaces, proxy_factory):
     proxy_factory(ini("""
         [global]
         log_level = debug
-        drain_timeout = 1s
+        drain_timeout = 300ms
         [dns]
         listen = %d
         protocol = udp

@@ -133,7 +133,7 @@ def test_http3_download_through_dualproxy(proxy_factory, quic_servers):
     proxy = proxy_factory(ini("""
         [global]
         log_level = debug
-        drain_timeout = 1s
+        drain_timeout = 300ms
         [h3]
         listen = %d
         protocol = udp
