@@ -5,12 +5,9 @@
 #include <assert.h>
 #include <limits.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "admission.h"
 #include "log.h"
-#include "sock.h"
 
 #define FD_BACKOFF_SEC 0.1   /* gates closed after EMFILE/ENFILE */
 #define FDS_PER_CONNECTION 2 /* a relay holds two sockets; a UDP flow one */
@@ -63,6 +60,7 @@ void admission_init(struct admission *a, struct ev_loop *loop, unsigned long fd_
 	a->fd_limit = fd_limit;
 	a->max_connections = DEFAULT_MAX_CONNECTIONS;
 	LIST_INIT(&a->gates);
+	loops_init(&a->loops);
 	ev_timer_init(&a->backoff, on_backoff, FD_BACKOFF_SEC, 0.);
 	a->backoff.data = a;
 }
@@ -107,70 +105,15 @@ void admission_configure(struct admission *a, const struct config *cfg,
 	update_full(a);
 }
 
-static bool same_local(const struct hnode *n, const void *key)
-{
-	const struct admission_backend *b = (const struct admission_backend *)n;
-	return addr_equal(&b->local, key);
-}
-
-static uint64_t hash_addr(const struct addr *x)
-{
-	unsigned char key[ADDR_KEY_MAX];
-	return htab_hash(key, addr_key(x, key));
-}
-
-/* True when this host has the address of a (bind(2) to it works). */
-static bool is_local_address(const struct addr *a)
-{
-	struct addr probe = *a;
-	if (addr_family(&probe) == AF_INET)
-		probe.u.in.sin_port = 0;
-	else
-		probe.u.in6.sin6_port = 0;
-	int fd = socket(addr_family(&probe), SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return true; /* cannot tell: assume no address translation */
-	bool local = bind(fd, &probe.u.sa, probe.len) == 0;
-	close(fd);
-	return local;
-}
-
-/* A client from the local address of one of our backend sockets is that
- * socket coming back to us when it arrives at the socket's destination (a
- * loop without address translation), or when that destination is not an
- * address of this host (translated back to us on the way: kube-proxy,
- * DNAT). Otherwise it shares the port number by chance, which the kernel
- * allows for different destinations. Costs system calls only for a client
- * whose address matches. */
-static bool is_loop(struct admission *a, const struct addr *client, int fd,
-		    const struct addr *local)
-{
-	struct hnode *n = htab_find(&a->backends, hash_addr(client), same_local, client);
-	struct addr here;
-
-	for (; n != NULL; n = htab_next(n, same_local, client)) {
-		const struct admission_backend *b = (const struct admission_backend *)n;
-		if (local == NULL) {
-			if (sock_local_addr(fd, &here) < 0)
-				return false;
-			local = &here;
-		}
-		if (addr_equal(local, b->remote) || !is_local_address(b->remote))
-			return true;
-	}
-	return false;
-}
-
 enum admit_result admission_check(struct admission *a, const struct service *svc,
-				  const struct addr *client, int fd, const struct addr *local,
-				  bool *source_counted)
+				  const struct addr *client, bool *source_counted)
 {
 	*source_counted = false;
 	if (a->draining)
 		return ADMIT_DRAINING;
 	if (svc->allow.n > 0 && !cidr_list_match(&svc->allow, client))
 		return ADMIT_DENIED;
-	if (a->backends.n > 0 && is_loop(a, client, fd, local))
+	if (loops_check(&a->loops, client))
 		return ADMIT_LOOP;
 	if (a->active >= admission_capacity(a))
 		return ADMIT_FULL;
@@ -229,22 +172,9 @@ void admission_drain(struct admission *a)
 		ev_break(a->loop, EVBREAK_ALL);
 }
 
-void admission_backend_add(struct admission *a, struct admission_backend *b)
-{
-	/* out of memory: this one socket goes unchecked */
-	b->tracked = htab_insert(&a->backends, &b->node, hash_addr(&b->local)) == 0;
-}
-
-void admission_backend_remove(struct admission *a, struct admission_backend *b)
-{
-	if (b->tracked)
-		htab_remove(&a->backends, &b->node);
-	b->tracked = false;
-}
-
 void admission_free(struct admission *a)
 {
 	ev_timer_stop(a->loop, &a->backoff);
 	sources_free(&a->sources);
-	htab_free(&a->backends);
+	loops_free(&a->loops);
 }

@@ -11,6 +11,7 @@
 #include "addr.h"
 #include "config.h"
 #include "hashtab.h"
+#include "loops.h"
 #include "sources.h"
 
 /* What admission_check decided about a new client. */
@@ -36,15 +37,6 @@ struct admission_gate {
 	LIST_ENTRY(admission_gate) link;   /* in admission.gates */
 };
 
-/* A socket of dualproxy's own towards a backend, by its local address: a
- * client arriving from it may be a loop. Embedded in its relay or flow. */
-struct admission_backend {
-	struct hnode node;
-	struct addr local;          /* filled in by the owner */
-	const struct addr *remote;  /* the backend it connects to */
-	bool tracked;               /* in admission.backends */
-};
-
 struct admission {
 	/* configuration */
 	struct ev_loop *loop;
@@ -59,7 +51,7 @@ struct admission {
 	ev_timer backoff;               /* gates closed after EMFILE/ENFILE */
 	LIST_HEAD(, admission_gate) gates;
 	struct source_table sources;    /* live connections per client address */
-	struct htab backends;           /* struct admission_backend by local address */
+	struct loops loops;             /* our own backend sockets, to see loops */
 	uint64_t paused[PAUSE_REASON_COUNT]; /* times accepting paused */
 };
 
@@ -74,13 +66,12 @@ void admission_configure(struct admission *a, const struct config *cfg,
  * descriptor limit allows at two descriptors each). */
 unsigned long admission_capacity(const struct admission *a);
 
-/* Decides about a client of svc that reached us at local (NULL: ask the
- * accepted socket fd when needed). On ADMIT_OK the client is counted, and
+/* Decides about a client of svc. On ADMIT_OK the client is counted, and
  * *source_counted says whether per source too: the caller passes both to
- * admission_release when it ends. */
+ * admission_release when it ends. Backend sockets register with
+ * a->loops (loops_add), so that one that comes back is refused. */
 enum admit_result admission_check(struct admission *a, const struct service *svc,
-				  const struct addr *client, int fd, const struct addr *local,
-				  bool *source_counted);
+				  const struct addr *client, bool *source_counted);
 
 /* One admitted connection or flow ended. Reopens the gates below the limit;
  * the last one to end during a drain ends the event loop. */
@@ -100,10 +91,6 @@ void admission_backoff(struct admission *a);
 /* SIGTERM: admits nothing more; ends the loop at once when nothing is
  * active, else when the last admitted connection ends. */
 void admission_drain(struct admission *a);
-
-/* Records (and forgets) a backend socket of ours by its local address. */
-void admission_backend_add(struct admission *a, struct admission_backend *b);
-void admission_backend_remove(struct admission *a, struct admission_backend *b);
 
 void admission_free(struct admission *a);
 

@@ -140,16 +140,18 @@ static int check_port(const char *var, const char *value, struct config_error *e
 }
 
 /* DEST_PROTO: TCP when unset. Returns the protocol's name in lower case
- * (for the service name), or NULL with *err set. */
+ * (for the service name and its protocol key), or NULL with *err set. */
 static const char *check_proto(const char *proto, struct config_error *err)
 {
 	if (proto == NULL || strcasecmp(proto, "TCP") == 0)
 		return "tcp";
-	if (strcasecmp(proto, "UDP") == 0 || strcasecmp(proto, "SCTP") == 0) {
-		fail(err, "DEST_PROTO: %s is not supported (dualproxy relays TCP)", proto);
+	if (strcasecmp(proto, "UDP") == 0)
+		return "udp";
+	if (strcasecmp(proto, "SCTP") == 0) {
+		fail(err, "DEST_PROTO: SCTP is not supported (dualproxy relays TCP and UDP)");
 		return NULL;
 	}
-	fail(err, "DEST_PROTO: expected TCP: '%s'", proto);
+	fail(err, "DEST_PROTO: expected TCP or UDP: '%s'", proto);
 	return NULL;
 }
 
@@ -197,7 +199,7 @@ struct config *envconfig_load(char *const *envp, struct config_error *err)
 	 * published, and SRC_RANGES, when set, is the whole allowlist: a family
 	 * it names no prefix of is refused. */
 	text_printf(&t, "[global]\ndrain_timeout = %s\n", ENV_DRAIN_TIMEOUT);
-	text_printf(&t, "[lb-%s-%s]\nlisten =", proto, src_port);
+	text_printf(&t, "[lb-%s-%s]\nprotocol = %s\nlisten =", proto, src_port, proto);
 	if (d.v4[0] != '\0')
 		text_printf(&t, " 0.0.0.0:%s", src_port);
 	if (d.v6[0] != '\0')
@@ -219,7 +221,7 @@ struct config *envconfig_load(char *const *envp, struct config_error *err)
 	if (cfg == NULL) {
 		err->line = 0; /* the generated text's lines mean nothing to the user */
 	} else if (src_ranges == NULL) {
-		log_info("SRC_RANGES not set: clients from every address are served");
+		log_info("SRC_RANGES not set or empty: clients from every address are served");
 	}
 out:
 	text_free(&allow);

@@ -19,6 +19,7 @@
 #include "metrics.h"
 #include "privs.h"
 #include "relay.h"
+#include "udp.h"
 
 #define PIPE_FD_SHARE 4      /* pipes may use at most 1/PIPE_FD_SHARE of the fds */
 #define PIPE_FD_MIN 1024     /* below this descriptor limit, relay without pipes */
@@ -321,12 +322,13 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 		log_info("SIG%s again: closing %lu connections now", sigabbrev_np(w->signum),
 			 dp->admission.active);
 		relay_close_all(dp);
+		udp_close_all(dp);
 		ev_break(loop, EVBREAK_ALL);
 		return;
 	}
 	lc->stopping = true;
 	notify_send(&lc->notify, "STOPPING=1", NULL);
-	listeners_close_all(dp);
+	listeners_close_tcp(dp); /* UDP sockets stay for the replies of draining flows */
 	metrics_close(dp->metrics);
 	dp->metrics = NULL;
 	watch_stop(&lc->watch);
@@ -336,6 +338,7 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_timer_start(loop, &lc->drain);
 	/* the loop ends when the last connection has ended, or at the deadline */
 	admission_drain(&dp->admission);
+	udp_drain(dp);
 }
 
 static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -344,6 +347,7 @@ static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	log_warn("drain_timeout: closing %lu connections still open", dp->admission.active);
 	relay_close_all(dp);
+	udp_close_all(dp);
 	ev_break(loop, EVBREAK_ALL);
 }
 
@@ -363,6 +367,7 @@ void lifecycle_cleanup(struct dualproxy *dp)
 		metrics_close(dp->metrics);
 		relay_close_all(dp);
 		relay_cleanup(dp);
+		udp_cleanup(dp);
 		admission_free(&dp->admission);
 	}
 	pipe_pool_free(&dp->pipes);

@@ -250,6 +250,38 @@ void log_detach(void)
 	logger.sink = SINK_DIRECT;
 }
 
+/* Writes n bytes to stderr, waiting if need be (start-up and exit only). */
+static void write_blocking(const char *line, size_t n)
+{
+	for (size_t off = 0; off < n;) {
+		ssize_t w = write(STDERR_FILENO, line + off, n - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+}
+
+void log_plain(enum log_level level, const char *fmt, ...)
+{
+	char msg[1024], line[LOG_LINE_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (logger.journal < 0)
+		logger.journal = stderr_is_journal();
+	if (logger.journal)
+		n = snprintf(line, sizeof(line), "<%d>%s\n", level_priority[level], msg);
+	else
+		n = snprintf(line, sizeof(line), "%s\n", msg);
+	if (n > 0)
+		write_blocking(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
 static void write_line(enum log_level level, const char *msg)
 {
 	char line[LOG_LINE_MAX];
@@ -259,15 +291,7 @@ static void write_line(enum log_level level, const char *msg)
 		queue(line, n);
 		return;
 	}
-	/* start-up, -t and exit: plain blocking writes */
-	for (size_t off = 0; off < n;) {
-		ssize_t w = write(STDERR_FILENO, line + off, n - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			break;
-		off += (size_t)w;
-	}
+	write_blocking(line, n); /* start-up, -t and exit */
 }
 
 /* Returns true when a warning may be written now. */
