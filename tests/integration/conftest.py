@@ -1846,10 +1846,8 @@ def udp_exchange(socks, dests, payloads, timeout=None, retry=0.5, batch=100):
     deadline = time.monotonic() + timeout
     answers = [None] * len(socks)
     sel = selectors.DefaultSelector()
-    index = {}
     for i, s in enumerate(socks):
         s.setblocking(False)
-        index[s.fileno()] = i
         sel.register(s, selectors.EVENT_READ, i)
     last_sent = [None] * len(socks)
     pending = len(socks)
@@ -1902,7 +1900,7 @@ FLOW_RE = re.compile(
     r"flow service=(?P<service>\S+) client=(?P<client>\S+) "
     r"backend=(?P<backend>\S+) up=(?P<up>\d+) down=(?P<down>\d+) "
     r"datagrams_up=(?P<datagrams_up>\d+) datagrams_down=(?P<datagrams_down>\d+) "
-    r"duration=(?P<duration>\d+(?:\.\d+)?)s end=(?P<end>[a-z-]+)\s*$")
+    r"duration=(?P<duration>\d+\.\d{3})s end=(?P<end>[a-z-]+)\s*$")
 
 
 def _flow_fields(m):

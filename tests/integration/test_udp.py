@@ -31,7 +31,7 @@ import time
 import pytest
 
 from conftest import (MAX_UDP4, MAX_UDP6, V4, V6, T, fmt_addr, flow_log,
-                      flow_logs, free_port, free_udp_dual_port, free_udp_port,
+                      flow_logs, free_port, free_udp_dual_port,
                       ini, listen_sockets, metric_or_zero, needs_udp, pattern,
                       scrape, sock_addr, tagged_echo, udp_tcp_backends,
                       udp_ask, udp_quiet, udp_sockets, udp_tag, unused_udp_port,

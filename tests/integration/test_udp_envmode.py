@@ -7,6 +7,7 @@
   [::1]:DEST_PORT), each backend seeing one peer per client.
 * Single stack (DEST_IPS=127.0.0.1, or DEST_IP6=::1 alone): only that
   family's port is bound; the other answers with ICMP port unreachable.
+* SRC_RANGES: datagrams from outside the ranges never reach a backend.
 * `dualproxy -t` accepts the environment."""
 
 import signal
@@ -15,8 +16,8 @@ import socket
 import pytest
 
 from conftest import (V4, V6, T, free_udp_dual_port, free_udp_loopback_port, klipper_env,
-                      listen_sockets, needs_udp, run_dualproxy_env, udp_ask, udp_refused,
-                      udp_sockets, udp_tag)
+                      listen_sockets, needs_udp, run_dualproxy_env, udp_ask, udp_quiet,
+                      udp_refused, udp_sockets, udp_tag)
 
 pytestmark = needs_udp()
 
@@ -110,6 +111,25 @@ def test_env_udp_single_stack(env_proxy_factory, same_port_udp, udp_socks, varia
     assert data == tag_of(host) + b"published"
     assert udp_refused(other, src), "%s: port %d answers without a destination" % (other, src)
     assert (b4 if other == V4 else b6).peers() == []
+    stop_now(proxy)
+
+
+def test_env_udp_src_ranges(env_proxy_factory, same_port_udp, udp_socks):
+    """SRC_RANGES=127.0.0.2/32: datagrams from 127.0.0.1, and from ::1 (no
+    IPv6 range listed), never reach a backend; 127.0.0.2 is served."""
+    dest, b4, b6 = same_port_udp
+    src = src_port(dest)
+    proxy = env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest, DEST_PROTO="UDP",
+                                          DEST_IPS="127.0.0.1,::1", SRC_RANGES="127.0.0.2/32"))
+    wait_named(proxy, src)
+    ok = udp_socks(V4, bind="127.0.0.2")
+    assert udp_ask(ok, (V4, src), b"in range")[0] == tag_of(V4) + b"in range"
+    for host in (V4, V6):
+        s = udp_socks(host)
+        for i in range(2):
+            s.sendto(b"out of range %d" % i, (host, src))
+        udp_quiet(s, 0.3)
+    assert [d for _, d in b4.received()] == [b"in range"] and b6.received() == []
     stop_now(proxy)
 
 

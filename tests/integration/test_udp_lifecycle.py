@@ -6,8 +6,8 @@ Reload:
   client's next datagram reaches the backend through the same flow, the
   backend sees the same peer port before and after the SIGHUP;
 * a UDP service that the new file removes: its flows end at once with
-  end=removed, its port is closed (ICMP port unreachable); the other
-  service's flows carry on.
+  end=removed, its port is closed (ICMP port unreachable), its metrics
+  series are gone; the other service's flows carry on.
 
 Drain:
 * from SIGTERM on no new flow is made (a new client's datagram reaches no
@@ -25,8 +25,8 @@ import time
 
 import pytest
 
-from conftest import (V4, V6, T, connect, fmt_addr, flow_log, flow_logs,
-                      free_udp_dual_port, ini, needs_udp, recv_exact, recv_line,
+from conftest import (V4, V6, T, connect, flow_log, flow_logs, free_port,
+                      free_udp_dual_port, ini, needs_udp, recv_exact, recv_line, scrape,
                       sock_addr, udp_ask, udp_quiet, udp_tcp_backends,
                       udp_refused, udp_sockets, udp_tag, wait_closed,
                       distinct_udp_dual_ports)
@@ -102,7 +102,9 @@ def test_reload_removing_a_udp_service_ends_its_flows(proxy_factory, udp_backend
     g4, g6 = udp_backends(V4, "tagged", "g4"), udp_backends(V6, "tagged", "g6")
     s4, s6 = udp_backends(V4, "tagged", "s4"), udp_backends(V6, "tagged", "s6")
     gone, stay = distinct_udp_dual_ports(2)
-    proxy = proxy_factory(GLOBAL + service("gone", gone, g4, g6) +
+    mport = free_port()
+    metrics = "metrics_listen = 127.0.0.1:%d\n" % mport
+    proxy = proxy_factory(GLOBAL + metrics + service("gone", gone, g4, g6) +
                           service("stay", stay, s4, s6), readable=True)
     gone_flows, stay_flows = {}, {}
     for host in (V4, V6):
@@ -116,7 +118,7 @@ def test_reload_removing_a_udp_service_ends_its_flows(proxy_factory, udp_backend
 
     since = proxy.mark()
     t0 = time.monotonic()
-    proxy.reload_ok(GLOBAL + service("stay", stay, s4, s6))
+    proxy.reload_ok(GLOBAL + metrics + service("stay", stay, s4, s6))
     for host, s in gone_flows.items():
         log = flow_log(proxy, sock_addr(s), timeout=T(2), since=since)
         assert log["service"] == "gone" and log["end"] == "removed", log
@@ -134,6 +136,11 @@ def test_reload_removing_a_udp_service_ends_its_flows(proxy_factory, udp_backend
         assert udp_ask(s, (host, stay), b"on")[0] == tag_of(host, tag) + b"on"
     assert s4.peers() + s6.peers() == stay_peers, "the kept service's flows changed"
     assert not [f for f in flow_logs(proxy) if f["service"] == "stay"]
+    # the removed service's series are gone with its last flow
+    m = scrape(V4, mport)
+    left = [(n, dict(l)) for (n, l) in m.samples if dict(l).get("service") == "gone"]
+    assert not left, "series of the removed service: %r" % left[:5]
+    assert m.value("dualproxy_connections_active", service="stay", protocol="udp") == 2
 
 
 # --------------------------------------------------------------------------

@@ -22,10 +22,10 @@ import time
 
 import pytest
 
-from conftest import (V4, V6, T, fmt_addr, flow_logs, free_port, free_udp_dual_port,
-                      metric_or_zero, needs_udp, nofile_wrapper, proc_cpu_seconds,
-                      proc_fds_but_pipes, scrape, udp_ask, udp_exchange, udp_quiet,
-                      udp_tag, wait_fds_back, wait_metric, wait_until)
+from conftest import (V4, V6, T, connect, free_port, free_udp_dual_port, metric_or_zero,
+                      needs_udp, nofile_wrapper, proc_cpu_seconds, proc_fds_but_pipes,
+                      recv_line, scrape, udp_ask, udp_exchange, udp_quiet, udp_tag,
+                      udp_tcp_backends, wait_fds_back, wait_metric)
 
 pytestmark = needs_udp()
 
@@ -194,6 +194,49 @@ def test_udp_max_connections_per_source(proxy_factory, udp_tagged, udp_socks):
                           protocol="udp") == 0
 
 
+def test_flows_and_tcp_connections_share_the_limits(proxy_factory, backends, udp_backends,
+                                                   udp_socks, clients):
+    """protocol = tcp, udp: a TCP connection and a UDP flow from one address
+    count together against max_connections_per_source = 2 and
+    max_connections = 3."""
+    u4 = udp_tcp_backends(backends, udp_backends, V4, "v4")
+    u6 = udp_tcp_backends(backends, udp_backends, V6, "v6")
+    port = free_udp_dual_port()
+    mport = free_port()
+    lines = ["[global]", "drain_timeout = 300ms", "max_connections_per_source = 2",
+             "max_connections = 3", "metrics_listen = 127.0.0.1:%d" % mport,
+             "[both]", "listen = %d" % port, "protocol = tcp, udp",
+             "backend4 = %s" % u4.fmt(), "backend6 = %s" % u6.fmt()]
+    proxy_factory("\n".join(lines) + "\n")
+    tcp4 = connect(V4, port)
+    clients.append(tcp4)
+    assert recv_line(tcp4) == b"v4 AF_INET\n"
+    flow4 = udp_socks(V4)
+    assert udp_ask(flow4, (V4, port), b"second of 127.0.0.1")[0] == \
+        tag_of(V4) + b"second of 127.0.0.1"
+    third = udp_socks(V4)
+    third.sendto(b"third of 127.0.0.1", (V4, port))
+    udp_quiet(third, 0.3)
+    m = wait_metric(V4, mport, "dualproxy_source_limited_total", 1, service="both",
+                    protocol="udp")
+    # ::1 is another source: one flow; that makes 3 in all, the limit
+    flow6 = udp_socks(V6)
+    assert udp_ask(flow6, (V6, port), b"six")[0] == tag_of(V6) + b"six"
+    fourth = udp_socks(V6)
+    fourth.sendto(b"fourth in all", (V6, port))
+    udp_quiet(fourth, 0.3)
+    m = wait_metric(V4, mport, "dualproxy_refused_total", 1, service="both", reason="full",
+                    protocol="udp")
+    assert m.value("dualproxy_connections_active", service="both", protocol="udp") == 2
+    assert m.value("dualproxy_connections_active", service="both", protocol="tcp") == 1
+    assert [d for _, d in u6.received()] == [b"six"]
+    assert not [d for _, d in u4.received() if d.startswith(b"third")]
+    # the TCP connection ends: its slot goes to the next flow from 127.0.0.1
+    tcp4.close()
+    wait_metric(V4, mport, "dualproxy_connections_active", 0, service="both", protocol="tcp")
+    assert udp_ask(third, (V4, port), b"now third")[0] == tag_of(V4) + b"now third"
+
+
 # --------------------------------------------------------------------------
 # nothing spins
 
@@ -275,7 +318,7 @@ def test_udp_descriptor_limit_does_not_spin(proxy_factory, udp_tagged, udp_socks
     assert dropped >= 300 - len(served), "%d datagrams counted as dropped" % dropped
     assert proc_fds_but_pipes(pid) <= 128
     wait_fds_back(pid, baseline, 2 + T(3), what="descriptors back after idle_timeout")
-    cpu2, w2 = proc_cpu_seconds(pid), time.monotonic()
+    cpu2 = proc_cpu_seconds(pid)
     time.sleep(0.5)
     assert proc_cpu_seconds(pid) - cpu2 < 0.1, "CPU time while idle"
     # the ones refused before are served now
