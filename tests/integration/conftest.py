@@ -1568,6 +1568,8 @@ def needs_udp():
     return pytest.mark.skipif(not udp_relayed(), reason=_udp_skip_reason())
 
 
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; root may exceed rmem_max
+UDP_SEGMENT = 103  # Linux <netinet/udp.h>: send one buffer as datagrams of this size (GSO)
 MAX_UDP4 = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header)
 MAX_UDP6 = 65527  # 65535 - 8 (the IPv6 payload length counts the UDP header only)
 UDP_BUF = 65536 + 16  # a receive buffer no legitimate datagram fills
@@ -1664,9 +1666,7 @@ class UdpBackend:
         self.mode = mode
         self.tag = tag if tag is not None else ("v6" if ":" in host else "v4")
         self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
-        for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
-            if opt is None:
-                continue
+        for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
             try:
                 self.sock.setsockopt(socket.SOL_SOCKET, opt, rcvbuf)
                 break

@@ -6,7 +6,8 @@
   peer, one source port, per client, for every datagram of the flow.
 * `protocol = tcp, udp` relays both on the same port and addresses.
 * Datagrams pass whole: 0 bytes, and up to 65,507 bytes over IPv4 and 65,527
-  over IPv6, both ways; none is counted as truncated.
+  over IPv6, both ways; none is counted as truncated. A burst of 64 passes
+  whole and in order both ways; GSO segments stay separate datagrams.
 * A flow ends after idle_timeout without a datagram either way (a datagram
   from the backend alone keeps it), with its debug line `flow service=...
   client=... backend=... up=N down=N datagrams_up=N datagrams_down=N
@@ -25,12 +26,13 @@ Backends are UDP servers in this process on 127.0.0.1 and ::1 (tagged ones
 answer b'TAG FAMILY|' + the datagram). The module is skipped while the binary
 under test refuses `protocol = udp` (`dualproxy -t`)."""
 
+import select
 import socket
 import time
 
 import pytest
 
-from conftest import (MAX_UDP4, MAX_UDP6, V4, V6, T, fmt_addr, flow_log,
+from conftest import (MAX_UDP4, MAX_UDP6, UDP_BUF, UDP_SEGMENT, V4, V6, T, fmt_addr, flow_log,
                       flow_logs, free_port, free_udp_dual_port,
                       ini, listen_sockets, metric_or_zero, needs_udp, pattern,
                       scrape, sock_addr, tagged_echo, udp_tcp_backends,
@@ -187,6 +189,78 @@ def test_udp_datagram_sizes(proxy_factory, udp_backends, udp_socks, host):
     assert m.value("dualproxy_bytes_total", service="dns", direction="down",
                    protocol="udp") == sum(sizes)
     assert proxy.running()
+
+
+def recv_all(sock, quiet=0.5):
+    """Every datagram that arrives until none has for `quiet` seconds."""
+    got = []
+    while True:
+        r, _, _ = select.select([sock], [], [], quiet)
+        if not r:
+            return got
+        got.append(sock.recv(UDP_BUF))
+
+
+def gso_send(sock, data, dest, segment):
+    """One send of `data` that the kernel cuts into datagrams of `segment`
+    bytes (UDP_SEGMENT); False where the kernel has no UDP GSO."""
+    try:
+        sock.setsockopt(socket.SOL_UDP, UDP_SEGMENT, segment)
+    except OSError:
+        return False
+    try:
+        sock.sendto(data, dest)
+    finally:
+        sock.setsockopt(socket.SOL_UDP, UDP_SEGMENT, 0)
+    return True
+
+
+@pytest.mark.parametrize("host", [V4, V6])
+def test_udp_bursts_pass_whole_and_in_order(proxy_factory, udp_backends, udp_socks, host):
+    """64 datagrams of 1,200 bytes sent back to back (a burst that fits the
+    default socket buffers, as a QUIC server's flight) reach the other side,
+    each whole and in order, both ways; datagrams the sender's kernel made
+    with UDP GSO (one 9,500-byte send cut into 1,000-byte segments) arrive
+    as the same 10 datagrams, not coalesced."""
+    b = udp_backends(host, "silent")
+    port = free_udp_dual_port()
+    mport = free_port()
+    start(proxy_factory, udp_service(port, b4=b if host == V4 else None,
+                                     b6=b if host == V6 else None), metrics=mport)
+    c = udp_socks(host)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    c.sendto(b"hello", (host, port))
+    wait_until(lambda: b.count() == 1, T(3), what="the first datagram at the backend")
+    peer = b.received()[0][0]
+    burst = [b"%04d" % i + pattern(1196, i) for i in range(64)]
+    for d in burst:  # down
+        b.sock.sendto(d, peer)
+    got = recv_all(c)
+    assert [g[:4] for g in got] == [d[:4] for d in burst], \
+        "down: %d of 64 datagrams, in the order %r" % (len(got), [g[:4] for g in got][:20])
+    assert got == burst
+    for d in burst:  # up
+        c.sendto(d, (host, port))
+    wait_until(lambda: b.count() == 65, T(3), what="64 datagrams at the backend")
+    assert [d for _, d in b.received()[1:]] == burst
+    big = pattern(9500, 95)
+    segments = [big[i:i + 1000] for i in range(0, 9500, 1000)]
+    if gso_send(b.sock, big, peer, 1000):
+        got = recv_all(c)
+        assert [len(g) for g in got] == [len(s) for s in segments] and got == segments, \
+            "GSO down: datagrams of %r bytes" % [len(g) for g in got]
+    if gso_send(c, big, (host, port), 1000):
+        wait_until(lambda: b.count() >= 65 + 10, T(3), what="the GSO segments at the backend")
+        time.sleep(0.1)
+        got = [d for _, d in b.received()[65:]]
+        assert [len(g) for g in got] == [len(s) for s in segments] and got == segments, \
+            "GSO up: datagrams of %r bytes" % [len(g) for g in got]
+    m = scrape(V4, mport)
+    for reason in ("truncated", "no-socket", "buffer-full", "error"):
+        for direction in ("up", "down"):
+            assert metric_or_zero(m, "dualproxy_datagrams_dropped_total", service="dns",
+                                  family=FAMILY_LABEL[host], direction=direction,
+                                  protocol="udp", reason=reason) == 0, (reason, direction)
 
 
 def test_udp_one_flow_per_client_port(proxy_factory, udp_tagged, udp_socks):
