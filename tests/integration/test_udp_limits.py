@@ -22,10 +22,11 @@ import time
 
 import pytest
 
-from conftest import (V4, V6, T, connect, free_port, free_udp_dual_port, metric_or_zero,
-                      needs_udp, nofile_wrapper, proc_cpu_seconds, proc_fds_but_pipes,
-                      recv_line, scrape, udp_ask, udp_exchange, udp_quiet, udp_tag,
-                      udp_tcp_backends, wait_fds_back, wait_metric)
+from conftest import (V4, V6, T, connect, expect_rst, flow_log, free_port,
+                      free_udp_dual_port, metric_or_zero, needs_udp, nofile_wrapper,
+                      proc_cpu_seconds, proc_fds_but_pipes, recv_line, scrape, sock_addr,
+                      udp_ask, udp_exchange, udp_quiet, udp_tag, udp_tcp_backends,
+                      wait_fds_back, wait_metric)
 
 pytestmark = needs_udp()
 
@@ -64,6 +65,9 @@ def test_udp_2000_concurrent_flows(proxy_factory, udp_tagged, udp_socks):
     mport = free_port()
     proxy = proxy_factory(config(port, b4, b6, metrics=mport))
     n = 2000
+    room = scrape(V4, mport).value("dualproxy_connections_max")
+    assert room >= n, ("the daemon's descriptor limit leaves room for %d connections, "
+                       "fewer than %d flows (raise the hard RLIMIT_NOFILE)" % (room, n))
     socks, hosts = open_socks(udp_socks, n)
     payloads = [b"client %05d " % i + b"x" * (i % 300) for i in range(n)]
     dests = [(h, port) for h in hosts]
@@ -192,6 +196,39 @@ def test_udp_max_connections_per_source(proxy_factory, udp_tagged, udp_socks):
     assert got.count(b"other") == 1 and len(b4.peers()) == 3, got
     assert metric_or_zero(m, "dualproxy_refused_total", service="dns", reason="full",
                           protocol="udp") == 0
+
+
+def test_udp_per_source_slots_come_back(proxy_factory, backends, udp_backends, udp_socks):
+    """max_connections_per_source = 2, idle_timeout = 1s, protocol = tcp, udp:
+    two flows from 127.0.0.1 take its slots (a TCP connection from there is
+    closed with RST and counted under protocol="tcp"); when they have ended,
+    two new flows from 127.0.0.1 are served and a third is refused again."""
+    u4 = udp_tcp_backends(backends, udp_backends, V4, "v4")
+    port = free_udp_dual_port()
+    mport = free_port()
+    lines = ["[global]", "log_level = debug", "drain_timeout = 300ms",
+             "max_connections_per_source = 2", "idle_timeout = 1s",
+             "metrics_listen = 127.0.0.1:%d" % mport,
+             "[both]", "listen = %d" % port, "protocol = tcp, udp", "backend4 = %s" % u4.fmt()]
+    proxy = proxy_factory("\n".join(lines) + "\n")
+    for rnd in range(2):
+        since = proxy.mark()
+        two = [udp_socks(V4), udp_socks(V4)]
+        for s in two:
+            assert udp_ask(s, (V4, port), b"round %d" % rnd)[0] == tag_of(V4) + b"round %d" % rnd
+        extra = udp_socks(V4)
+        extra.sendto(b"one too many", (V4, port))
+        udp_quiet(extra, 0.2)
+        wait_metric(V4, mport, "dualproxy_source_limited_total", rnd + 1, service="both",
+                    protocol="udp")
+        if rnd == 0:
+            expect_rst(V4, port)
+            wait_metric(V4, mport, "dualproxy_source_limited_total", 1, service="both",
+                        protocol="tcp")
+        for s in two:
+            assert flow_log(proxy, sock_addr(s), timeout=1 + T(3), since=since)["end"] == \
+                "idle-timeout"
+    assert not [d for _, d in u4.received() if d == b"one too many"]
 
 
 def test_flows_and_tcp_connections_share_the_limits(proxy_factory, backends, udp_backends,
