@@ -4,13 +4,14 @@
 
 #include <assert.h>
 #include <limits.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "admission.h"
 #include "log.h"
 
 #define FD_BACKOFF_SEC 0.1   /* gates closed after EMFILE/ENFILE */
-#define FDS_PER_CONNECTION 2 /* a relay holds two sockets; a UDP flow one */
+#define FDS_PER_RELAY 2      /* a relay holds two sockets (a UDP flow one) */
 
 static const char *const result_names[ADMIT_RESULT_COUNT] = {
 	[ADMIT_OK] = "admitted",
@@ -53,11 +54,13 @@ static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
 	gates_update(w->data);
 }
 
-void admission_init(struct admission *a, struct ev_loop *loop, unsigned long fd_limit)
+void admission_init(struct admission *a, struct ev_loop *loop, unsigned long fd_limit,
+		    const size_t *pipes)
 {
 	memset(a, 0, sizeof(*a));
 	a->loop = loop;
 	a->fd_limit = fd_limit;
+	a->pipes = pipes;
 	a->max_connections = DEFAULT_MAX_CONNECTIONS;
 	LIST_INIT(&a->gates);
 	loops_init(&a->loops);
@@ -65,31 +68,52 @@ void admission_init(struct admission *a, struct ev_loop *loop, unsigned long fd_
 	a->backoff.data = a;
 }
 
+/* Descriptors for connections, flows and pipes, all told. */
+static unsigned long fd_budget(const struct admission *a)
+{
+	if (a->fd_limit == 0)
+		return ULONG_MAX / 2;
+	return a->fd_limit > a->fd_reserved ? a->fd_limit - a->fd_reserved : 0;
+}
+
+static unsigned long fds_used(const struct admission *a)
+{
+	return a->fds + 2 * (unsigned long)(a->pipes != NULL ? *a->pipes : 0);
+}
+
+unsigned long admission_spare_fds(const struct admission *a)
+{
+	unsigned long budget = fd_budget(a), used = fds_used(a);
+	return used < budget ? budget - used : 0;
+}
+
 unsigned long admission_capacity(const struct admission *a)
 {
-	unsigned long by_fds;
-	if (a->fd_limit == 0)
-		by_fds = ULONG_MAX;
-	else if (a->fd_limit <= a->fd_reserved + FDS_PER_CONNECTION)
+	/* those open now, and the TCP connections the spare descriptors allow */
+	unsigned long by_fds = a->active + admission_spare_fds(a) / FDS_PER_RELAY;
+	if (by_fds == 0)
 		by_fds = 1;
-	else
-		by_fds = (a->fd_limit - a->fd_reserved) / FDS_PER_CONNECTION;
 	return by_fds < a->max_connections ? by_fds : a->max_connections;
+}
+
+/* Room for one more admitted client that holds fds descriptors. */
+static bool room_for(const struct admission *a, unsigned fds)
+{
+	return a->active < a->max_connections && admission_spare_fds(a) >= fds;
 }
 
 /* Closes or reopens the relay gates when the count crosses the limit. */
 static void update_full(struct admission *a)
 {
-	unsigned long limit = admission_capacity(a);
-	bool full = a->active >= limit;
+	bool full = !room_for(a, FDS_PER_RELAY);
 	if (full == a->full)
 		return;
 	a->full = full;
 	gates_update(a);
 	if (full) {
-		bool by_max = limit == a->max_connections;
+		bool by_max = a->active >= a->max_connections;
 		a->paused[by_max ? PAUSE_MAX_CONNECTIONS : PAUSE_DESCRIPTORS]++;
-		log_warn("%lu connections (%s) reached: accepting paused", limit,
+		log_warn("%lu connections and flows (%s) reached: accepting paused", a->active,
 			 by_max ? "max_connections" : "descriptor limit");
 	} else {
 		log_info("below the connection limit again: accepting resumed");
@@ -106,7 +130,7 @@ void admission_configure(struct admission *a, const struct config *cfg,
 }
 
 enum admit_result admission_check(struct admission *a, const struct service *svc,
-				  const struct addr *client, bool *source_counted)
+				  const struct addr *client, unsigned fds, bool *source_counted)
 {
 	*source_counted = false;
 	if (a->draining)
@@ -115,7 +139,7 @@ enum admit_result admission_check(struct admission *a, const struct service *svc
 		return ADMIT_DENIED;
 	if (loops_check(&a->loops, client))
 		return ADMIT_LOOP;
-	if (a->active >= admission_capacity(a))
+	if (!room_for(a, fds))
 		return ADMIT_FULL;
 	if (a->per_source > 0) {
 		if (sources_acquire(&a->sources, client, a->per_source) < 0)
@@ -123,14 +147,17 @@ enum admit_result admission_check(struct admission *a, const struct service *svc
 		*source_counted = true;
 	}
 	a->active++;
+	a->fds += fds;
 	update_full(a);
 	return ADMIT_OK;
 }
 
-void admission_release(struct admission *a, const struct addr *client, bool source_counted)
+void admission_release(struct admission *a, const struct addr *client, unsigned fds,
+		       bool source_counted)
 {
-	assert(a->active > 0);
+	assert(a->active > 0 && a->fds >= fds);
 	a->active--;
+	a->fds -= fds;
 	if (source_counted)
 		sources_release(&a->sources, client);
 	update_full(a);

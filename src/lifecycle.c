@@ -51,12 +51,11 @@ static rlim_t raise_fd_limit(void)
 	return rl.rlim_cur;
 }
 
-/* Descriptors that are not for connections: listeners, pipes, the metrics
- * endpoint and its clients, and a reserve. */
+/* Descriptors that are not for connections, flows or pipes: listeners,
+ * the metrics endpoint and its clients, and a reserve. */
 static unsigned long fds_reserved(const struct dualproxy *dp)
 {
-	return FD_RESERVE + 2 * (unsigned long)dp->pipes.budget + dp->n_listeners +
-	       metrics_fds(dp->config);
+	return FD_RESERVE + dp->n_listeners + metrics_fds(dp->config);
 }
 
 /* Applies cfg's limits to admission; logs when descriptors allow fewer. */
@@ -65,9 +64,9 @@ static void configure_admission(struct dualproxy *dp)
 	admission_configure(&dp->admission, dp->config, fds_reserved(dp));
 	unsigned long capacity = admission_capacity(&dp->admission);
 	if (capacity < dp->config->max_connections)
-		log_info("descriptor limit %lu leaves room for %lu connections, fewer than "
-			 "max_connections (%lu)", dp->admission.fd_limit, capacity,
-			 dp->config->max_connections);
+		log_info("descriptor limit %lu leaves room for %lu TCP connections (or twice "
+			 "as many UDP flows), fewer than max_connections (%lu)",
+			 dp->admission.fd_limit, capacity, dp->config->max_connections);
 }
 
 /* Watches the config file when watch_config says so (not the environment). */
@@ -110,7 +109,7 @@ static int create_runtime(struct dualproxy *dp)
 	}
 	rlim_t nofile = raise_fd_limit();
 	size_t pipes = nofile < PIPE_FD_MIN ? 0 : nofile / (2 * PIPE_FD_SHARE);
-	admission_init(&dp->admission, dp->loop, nofile);
+	admission_init(&dp->admission, dp->loop, nofile, &dp->pipes.count);
 	if (pipe_pool_init(&dp->pipes, pipes, PIPE_CACHE) < 0 || relay_init(dp) < 0) {
 		log_error("out of memory");
 		return EX_OSERR;

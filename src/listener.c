@@ -153,7 +153,8 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 		addr_from_sockaddr(&client, (struct sockaddr *)&ss, len);
 		dp->accepted++;
 		enum admit_result res =
-			admission_check(&dp->admission, l->service, &client, &source_counted);
+			admission_check(&dp->admission, l->service, &client, RELAY_FDS,
+					&source_counted);
 		if (res != ADMIT_OK)
 			refuse(l, fd, &client, res);
 		else

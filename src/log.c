@@ -231,6 +231,13 @@ void log_attach(struct ev_loop *loop)
 	ev_io_init(&logger.io, on_writable, logger.fd, EV_WRITE);
 }
 
+static long long monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void log_detach(void)
 {
 	if (logger.buf == NULL)
@@ -238,10 +245,16 @@ void log_detach(void)
 	if (logger.loop != NULL)
 		ev_io_stop(logger.loop, &logger.io);
 	logger.loop = NULL;
-	/* the last lines ("stopped") may wait a moment for the reader, no longer */
+	/* the last lines ("stopped") may wait a moment for the reader, no
+	 * longer: a reader taking a little at a time does not stretch it */
 	struct pollfd p = { .fd = logger.fd, .events = POLLOUT };
-	while (logger.off < logger.len && poll(&p, 1, LOG_EXIT_FLUSH_MS) > 0)
+	long long deadline = monotonic_ms() + LOG_EXIT_FLUSH_MS;
+	while (logger.off < logger.len) {
+		long long left = deadline - monotonic_ms();
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			break;
 		flush_buffer();
+	}
 	if (logger.sink == SINK_REOPENED)
 		close(logger.fd);
 	free(logger.buf);

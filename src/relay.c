@@ -23,10 +23,13 @@
 
 #define RELAY_CHUNK (64 * 1024)   /* the shared buffer recv/send relaying reads into */
 #define PIPE_CAPACITY (64 * 1024) /* Linux default pipe size */
+#define PIPE_FD_SPARE 64          /* descriptors a new pipe must leave to connections */
 #define PUMP_ROUNDS 4             /* read/write rounds per wake-up, for fairness */
 #define STALL_CHECK 1.0           /* seconds between checks of a side that is not read */
 #define RESET_LINGER 1.0          /* seconds a reset waits for the survivor's data */
 #define RESET_POLL 0.01           /* seconds between checks of the survivor's send queue */
+#define RESET_FIRST_POLL 0.001    /* the first check: a survivor that has closed already
+				     resets what it was sent at once */
 /* Ready connections are served after the timers and signals (default
  * priority) and before accepting (listener.c, EV_MINPRI). */
 #define RELAY_PRIORITY (EV_MINPRI + 1)
@@ -204,7 +207,7 @@ void relay_start(struct dualproxy *dp, struct service *svc, struct service_stats
 	struct relay *r = relay_new(dp, svc, stats, client_fd, client, source_counted);
 	if (r == NULL) {
 		log_warn("[%s] out of memory for a new connection", svc->name);
-		admission_release(&dp->admission, client, source_counted);
+		admission_release(&dp->admission, client, RELAY_FDS, source_counted);
 		sock_set_linger_zero(client_fd);
 		close(client_fd);
 		return;
@@ -414,8 +417,10 @@ static enum io_result fill_buffered(struct relay *r, struct flow *f)
 		return keep_tail(r, f, chunk + sent, (size_t)(n - sent));
 	if (n < RELAY_CHUNK)
 		return IO_SHORT;
-	/* a full chunk means bulk: move further data through a pipe if one is free */
-	pipe_pool_get(&r->dp->pipes, f->pipe);
+	/* a full chunk means bulk: move further data through a pipe if one is
+	 * free; a new pipe only while descriptors are to spare */
+	pipe_pool_get(&r->dp->pipes, f->pipe,
+		      admission_spare_fds(&r->dp->admission) > PIPE_FD_SPARE);
 	return IO_OK;
 }
 
@@ -527,6 +532,39 @@ static int unsent(const struct relay_end *e)
 
 static void close_end(struct relay *r, struct relay_end *e, bool rst);
 
+/* What the survivor of a failure is watched for: writable while data for it
+ * waits, readable until it sends EOF, so that its own reset or close is
+ * noticed at once (its unacknowledged bytes would never be acknowledged). */
+static int resetting_events(const struct relay *r, const struct relay_end *survivor,
+			    const struct flow *toward)
+{
+	const struct flow *from = toward == &r->up ? &r->down : &r->up;
+	(void)survivor;
+	return (pending(toward) ? EV_WRITE : 0) | (from->eof ? 0 : EV_READ);
+}
+
+/* The survivor sent something, or went away: what it sends has nowhere to
+ * go and is dropped. Returns false when it is gone (reset, or an error):
+ * a reset socket keeps its unacknowledged bytes in SIOCOUTQ for ever. */
+static bool survivor_alive(struct relay *r, struct relay_end *survivor, struct flow *from)
+{
+	if (from->eof) /* not read any more: its pending error tells */
+		return backend_connect_result(survivor->fd) == 0;
+	while (!from->eof) {
+		ssize_t n = recv(survivor->fd, r->dp->relays->chunk, RELAY_CHUNK, MSG_DONTWAIT);
+		if (n > 0)
+			continue;
+		if (n == 0) {
+			from->eof = true;
+			break;
+		}
+		if (errno == EINTR)
+			continue;
+		return errno == EAGAIN;
+	}
+	return true;
+}
+
 /* After an error on one side: if the other side is healthy and still has
  * data from before the failure to receive, deliver it first (for at most
  * RESET_LINGER), then reset it; otherwise end now. */
@@ -552,8 +590,8 @@ static void relay_fail(struct relay *r)
 	close_end(r, dead, false);
 	r->state = RELAY_RESETTING;
 	r->reset_deadline = ev_now(r->dp->loop) + RESET_LINGER;
-	set_events(r, survivor, pending(toward) ? EV_WRITE : 0);
-	arm(r, TIMER_RESET_POLL, RESET_POLL);
+	set_events(r, survivor, resetting_events(r, survivor, toward));
+	arm(r, TIMER_RESET_POLL, RESET_FIRST_POLL);
 }
 
 /* RELAY_RESETTING: writes what is left; resets once it has been received. */
@@ -562,8 +600,11 @@ static void resetting_step(struct relay *r)
 	struct relay_end *survivor = r->rst_client ? &r->client : &r->backend;
 	struct flow *toward = r->rst_client ? &r->down : &r->up;
 
+	struct flow *from = r->rst_client ? &r->up : &r->down;
+
 	assert(r->state == RELAY_RESETTING);
-	if (pending(toward) > 0 && flush(r, toward) == IO_ERROR) {
+	if (!survivor_alive(r, survivor, from) ||
+	    (pending(toward) > 0 && flush(r, toward) == IO_ERROR)) {
 		relay_finish(r);
 		return;
 	}
@@ -572,7 +613,7 @@ static void resetting_step(struct relay *r)
 		relay_finish(r);
 		return;
 	}
-	set_events(r, survivor, pending(toward) ? EV_WRITE : 0);
+	set_events(r, survivor, resetting_events(r, survivor, toward));
 	if (!ev_is_active(&r->timer))
 		arm(r, TIMER_RESET_POLL, RESET_POLL);
 }
@@ -702,7 +743,7 @@ static void relay_finish(struct relay *r)
 	stats_unref(&dp->stats, r->stats);
 	service_unref(r->svc);
 	free(r);
-	admission_release(&dp->admission, &client, source_counted);
+	admission_release(&dp->admission, &client, RELAY_FDS, source_counted);
 }
 
 void relay_close_all(struct dualproxy *dp)

@@ -277,8 +277,8 @@ char *stats_render(const struct stats *st, const struct stats_process *p, size_t
 	render_traffic(&t, st);
 	render_failures(&t, st);
 	header(&t, "dualproxy_connections_max", "gauge",
-	       "Connections admitted at most now: max_connections, or less when the "
-	       "descriptor limit leaves room for fewer.");
+	       "Connections and flows admitted at most now: max_connections, or fewer when "
+	       "the descriptors left allow fewer (those open, and two per new TCP connection).");
 	text_printf(&t, "dualproxy_connections_max %lu\n", p->connections_max);
 	header(&t, "dualproxy_accept_paused_total", "counter",
 	       "Times accepting paused, by reason: the connection limit, or no descriptor left.");

@@ -22,7 +22,7 @@
 #define UDP_BUF (64 * 1024)       /* one datagram (at most 65,527 bytes), or a GRO batch */
 #define UDP_ROUNDS 4              /* batches per wake-up, for fairness */
 #define UDP_DRAIN_IDLE 2.0        /* seconds: while draining, a flow this idle is over */
-#define UDP_GSO_MAX_SEGMENTS 64   /* the kernel's limit for UDP_SEGMENT */
+#define FLOW_FDS 1                /* a flow holds its one socket to the backend */
 /* Datagrams are served with the live TCP connections (relay.c), after the
  * timers and before accepting. */
 #define UDP_PRIORITY (EV_MINPRI + 1)
@@ -326,7 +326,7 @@ static void flow_finish(struct udp_flow *f, enum end_reason why)
 	stats_unref(&dp->stats, f->stats);
 	service_unref(f->svc);
 	free(f);
-	admission_release(&dp->admission, &client, source_counted);
+	admission_release(&dp->admission, &client, FLOW_FDS, source_counted);
 }
 
 /* A socket connected to the backend for the client's family; -1 with errno. */
@@ -358,7 +358,7 @@ static struct udp_flow *flow_new(struct udp_endpoint *ep, const struct slot *s,
 	bool source_counted;
 	char c[ADDR_STRLEN], b[ADDR_STRLEN];
 	enum admit_result res = admission_check(&dp->admission, l->service, &s->from,
-						&source_counted);
+						FLOW_FDS, &source_counted);
 	if (res != ADMIT_OK) {
 		counters->refused[res]++;
 		log_debug("%s service=%s client=%s (udp)", admission_result_name(res),
@@ -371,7 +371,7 @@ static struct udp_flow *flow_new(struct udp_endpoint *ep, const struct slot *s,
 	if (fd < 0) {
 		int err = f != NULL ? errno : ENOMEM;
 		free(f);
-		admission_release(&dp->admission, &s->from, source_counted);
+		admission_release(&dp->admission, &s->from, FLOW_FDS, source_counted);
 		if (err == EMFILE || err == ENFILE || err == ENOMEM || err == ENOBUFS) {
 			counters->dropped[STATS_UP][DROP_NO_SOCKET]++;
 			log_warn("[%s] client %s (udp): no socket for a new flow: %s",
@@ -410,7 +410,7 @@ static struct udp_flow *flow_new(struct udp_endpoint *ep, const struct slot *s,
 		stats_unref(&dp->stats, f->stats);
 		service_unref(f->svc);
 		free(f);
-		admission_release(&dp->admission, &s->from, source_counted);
+		admission_release(&dp->admission, &s->from, FLOW_FDS, source_counted);
 		counters->dropped[STATS_UP][DROP_NO_SOCKET]++;
 		return NULL;
 	}
