@@ -26,7 +26,10 @@
 /* Datagrams are served with the live TCP connections (relay.c), after the
  * timers and before accepting. */
 #define UDP_PRIORITY (EV_MINPRI + 1)
-#define UDP_CMSG_SPACE (CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(int)))
+#define UDP_RCVBUF (4 * 1024 * 1024) /* asked for each socket; the kernel caps it at
+					 net.core.rmem_max */
+#define UDP_CMSG_SPACE (CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(int)) + \
+			CMSG_SPACE(sizeof(uint32_t)))
 
 /* Room for the ancillary data of one datagram, aligned as cmsghdr wants. */
 union cmsg_buf {
@@ -57,6 +60,7 @@ struct udp_flow {
 		struct in6_addr v6;
 	} local;                         /* the address the client sent to */
 	unsigned ifindex;                /* where it came in (IPv6 link-local) */
+	uint32_t kernel_drops;           /* SO_RXQ_OVFL of fd when last read */
 	int fd;                          /* connected to the backend, owned */
 	ev_io io;                        /* replies */
 	ev_tstamp started, last_active;
@@ -76,6 +80,7 @@ struct udp_endpoint {
 	struct flow_list unreplied, replied; /* oldest activity first */
 	ev_timer expiry;                 /* the next idle deadline */
 	bool wildcard;                   /* listens on 0.0.0.0 or [::]: replies name their source */
+	uint32_t kernel_drops;           /* SO_RXQ_OVFL of the listener when last read */
 };
 
 /* One datagram of a batch: where it came from and where it went. */
@@ -88,6 +93,8 @@ struct slot {
 	bool has_dst;
 	unsigned ifindex;
 	int gso_size;         /* UDP GRO: the size of its segments; 0: one datagram */
+	bool has_drops;
+	uint32_t drops;       /* SO_RXQ_OVFL: datagrams the kernel dropped at this socket */
 	union cmsg_buf cmsg;
 };
 
@@ -120,9 +127,20 @@ static void flow_finish(struct udp_flow *f, enum end_reason why);
 
 /* ---- sockets ---- */
 
+/* What every UDP socket of ours asks for: a large receive buffer for
+ * bursts, and the count of datagrams the kernel still had to drop
+ * (SO_RXQ_OVFL), so that no loss goes uncounted. */
+static void common_options(int fd)
+{
+	int one = 1, size = UDP_RCVBUF;
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+	setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof(one));
+}
+
 int udp_socket_options(int fd, const struct addr *a)
 {
 	int one = 1;
+	common_options(fd);
 	if (addr_family(a) == AF_INET6) {
 		if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) < 0)
 			return -1;
@@ -336,6 +354,7 @@ static int connect_backend(const struct addr *backend, bool gro)
 	int fd = socket(addr_family(backend), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
+	common_options(fd);
 	if (gro)
 		setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one));
 	if (connect(fd, &backend->u.sa, backend->len) < 0) {
@@ -438,6 +457,7 @@ static void parse_cmsgs(struct msghdr *m, struct slot *s)
 	s->gso_size = 0;
 	s->ifindex = 0;
 	s->has_dst = false;
+	s->has_drops = false;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
 		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
 			struct in_pktinfo pi;
@@ -453,8 +473,21 @@ static void parse_cmsgs(struct msghdr *m, struct slot *s)
 			s->has_dst = true;
 		} else if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
 			memcpy(&s->gso_size, CMSG_DATA(c), sizeof(int));
+		} else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+			memcpy(&s->drops, CMSG_DATA(c), sizeof(s->drops));
+			s->has_drops = true;
 		}
 	}
+}
+
+/* Counts what the kernel dropped at a socket since it was last read: the
+ * SO_RXQ_OVFL figure the last datagram of a batch carried. */
+static void count_kernel_drops(const struct slot *s, uint32_t *last, uint64_t *counter)
+{
+	if (!s->has_drops)
+		return;
+	*counter += (uint32_t)(s->drops - *last);
+	*last = s->drops;
 }
 
 /* Receives up to UDP_BATCH datagrams from fd into the shared slots;
@@ -610,6 +643,22 @@ static bool flush_up(struct udp_shared *u, struct out *o)
 	return true;
 }
 
+/* A client of a wildcard listener may send to another of the host's
+ * addresses with the same socket: replies leave from the address of its
+ * latest datagram. */
+static void follow_destination(struct udp_flow *f, const struct slot *s)
+{
+	if (f->client.sa.sa_family == AF_INET6) {
+		if (memcmp(&f->local.v6, &s->dst.v6, sizeof(f->local.v6)) != 0 ||
+		    f->ifindex != s->ifindex) {
+			f->local.v6 = s->dst.v6;
+			f->ifindex = s->ifindex;
+		}
+	} else if (f->local.v4.s_addr != s->dst.v4.s_addr) {
+		f->local.v4 = s->dst.v4;
+	}
+}
+
 static void on_datagrams(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct listener *l = w->data;
@@ -646,6 +695,8 @@ static void on_datagrams(struct ev_loop *loop, ev_io *w, int revents)
 			if (f == NULL && (f = flow_new(ep, s, hash)) == NULL) /* hash from find() */
 				continue;
 			touch(f, false);
+			if (s->has_dst && ep->wildcard)
+				follow_destination(f, s);
 			o.f = f;
 			o.fd = f->fd;
 			int err = out_add(u, &o, u->rx_iov[j].iov_base, len, s->gso_size);
@@ -656,6 +707,9 @@ static void on_datagrams(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		if (o.n > 0)
 			flush_up(u, &o);
+		count_kernel_drops(&u->slot[n - 1], &ep->kernel_drops,
+				   &stats_family(l->stats, STATS_UDP,
+						 addr_family(&l->addr))->dropped[STATS_UP][DROP_BUFFER_FULL]);
 		if (n < UDP_BATCH)
 			return;
 	}
@@ -693,6 +747,8 @@ static void on_reply(struct ev_loop *loop, ev_io *w, int revents)
 			out_add(u, &o, u->rx_iov[j].iov_base, len, s->gso_size);
 		}
 		touch(f, true);
+		count_kernel_drops(&u->slot[n - 1], &f->kernel_drops,
+				   &f->counters->dropped[STATS_DOWN][DROP_BUFFER_FULL]);
 		out_flush(u, &o); /* errors towards a client do not end the flow */
 		if (n < UDP_BATCH)
 			return;
