@@ -23,6 +23,10 @@
 #define UDP_ROUNDS 4              /* batches per wake-up, for fairness */
 #define UDP_DRAIN_IDLE 2.0        /* seconds: while draining, a flow this idle is over */
 #define FLOW_FDS 1                /* a flow holds its one socket to the backend */
+#define GSO_SEGMENTS_MAX 64       /* the kernel's limit of segments per send */
+#define GSO_BYTES_MAX 65000       /* payload of one UDP_SEGMENT send, under 64 KiB */
+#define GSO_SIZE_MAX 1452         /* datagrams coalesced at most this large: they fit a
+				     1,500-byte MTU with IPv6 and UDP headers */
 /* Datagrams are served with the live TCP connections (relay.c), after the
  * timers and before accepting. */
 #define UDP_PRIORITY (EV_MINPRI + 1)
@@ -98,13 +102,21 @@ struct slot {
 	union cmsg_buf cmsg;
 };
 
-/* Datagrams staged for one socket: sent together with sendmmsg. */
+/* Datagrams staged for one socket: sent together with sendmmsg. An entry
+ * is one datagram, or with segmentation offload a run of them of one size
+ * (the last may be shorter) that the kernel splits (UDP_SEGMENT): one trip
+ * through the send path for the lot. */
 struct out {
 	int fd;
 	enum stats_dir dir;
-	struct udp_flow *f;   /* whose counters they count in */
-	int n;
-	int gso[UDP_BATCH];   /* UDP_SEGMENT size of each entry, 0 for none */
+	struct udp_flow *f;        /* whose counters they count in */
+	int n;                     /* entries */
+	int n_iov;                 /* u->tx_iov used; an entry's are contiguous */
+	int first_iov[UDP_BATCH];  /* of each entry */
+	int n_seg[UDP_BATCH];      /* datagrams in each entry */
+	int gso[UDP_BATCH];        /* their UDP_SEGMENT size, 0 for one datagram */
+	size_t len[UDP_BATCH];     /* bytes of each entry */
+	size_t ctl[UDP_BATCH];     /* control bytes before a UDP_SEGMENT header */
 };
 
 /* The buffers all flows share (the loop serves one batch at a time). */
@@ -114,7 +126,7 @@ struct udp_shared {
 	struct iovec rx_iov[UDP_BATCH];
 	struct slot slot[UDP_BATCH];
 	struct mmsghdr tx[UDP_BATCH];
-	struct iovec tx_iov[UDP_BATCH];
+	struct iovec tx_iov[UDP_BATCH];  /* one per datagram staged */
 	union cmsg_buf tx_cmsg[UDP_BATCH];
 	bool no_gso;                     /* UDP_SEGMENT failed once: send one by one */
 	bool no_gro;                     /* so, GRO is switched off on new sockets */
@@ -165,8 +177,6 @@ static struct udp_shared *shared(struct dualproxy *dp)
 		u->rx_iov[i].iov_base = u->buf + (size_t)i * UDP_BUF;
 		u->rx[i].msg_hdr.msg_iov = &u->rx_iov[i];
 		u->rx[i].msg_hdr.msg_iovlen = 1;
-		u->tx[i].msg_hdr.msg_iov = &u->tx_iov[i];
-		u->tx[i].msg_hdr.msg_iovlen = 1;
 	}
 	dp->udp = u;
 	return u;
@@ -520,57 +530,161 @@ static void give_up_gso(struct udp_shared *u)
 	log_info("UDP segmentation offload unavailable here: sending datagrams one by one");
 }
 
+/* Counts an entry of o sent (datagrams and bytes). */
+static void count_sent(struct out *o, int i)
+{
+	struct stats_counters *c = o->f->counters;
+	c->bytes[o->dir] += o->len[i];
+	c->datagrams[o->dir] += (uint64_t)o->n_seg[i];
+	o->f->bytes[o->dir] += o->len[i];
+	o->f->datagrams[o->dir] += (uint64_t)o->n_seg[i];
+}
+
+/* Counts an entry of o lost to err. */
+static void count_dropped(struct out *o, int i, int err)
+{
+	enum drop_reason why = err == EAGAIN || err == ENOBUFS ? DROP_BUFFER_FULL : DROP_ERROR;
+	o->f->counters->dropped[o->dir][why] += (uint64_t)o->n_seg[i];
+}
+
+/* Entry i could not go as one segmented send: sends its datagrams one by
+ * one (without the UDP_SEGMENT header). Returns the errno that ends the
+ * flow, or 0. */
+static int send_split(struct udp_shared *u, struct out *o, int i)
+{
+	struct msghdr m = u->tx[i].msg_hdr;
+	struct iovec *iov = m.msg_iov;
+	size_t total = o->len[i];
+	struct iovec piece;
+
+	m.msg_controllen = o->ctl[i];
+	if (m.msg_controllen == 0)
+		m.msg_control = NULL;
+	m.msg_iov = &piece;
+	m.msg_iovlen = 1;
+	/* the payload as datagrams of gso bytes, whatever its iovecs */
+	for (size_t at = 0, k = 0, in = 0; at < total;) {
+		size_t size = total - at < (size_t)o->gso[i] ? total - at : (size_t)o->gso[i];
+		piece.iov_base = (char *)iov[k].iov_base + in;
+		piece.iov_len = size; /* iovecs of coalesced runs hold one datagram each */
+		ssize_t r = sendmsg(o->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+		int err = r < 0 ? errno : 0;
+		if (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH)
+			return err;
+		struct stats_counters *c = o->f->counters;
+		if (err != 0) {
+			c->dropped[o->dir][err == EAGAIN || err == ENOBUFS ? DROP_BUFFER_FULL :
+			                                                     DROP_ERROR]++;
+		} else {
+			c->bytes[o->dir] += size;
+			c->datagrams[o->dir]++;
+			o->f->bytes[o->dir] += size;
+			o->f->datagrams[o->dir]++;
+		}
+		at += size;
+		in += size;
+		if (in >= iov[k].iov_len) {
+			k++;
+			in = 0;
+		}
+	}
+	return 0;
+}
+
 /* Sends what o holds; counts what went and what was dropped. Returns the
  * errno that ends the flow (the backend's ICMP unreachable), or 0. */
 static int out_flush(struct udp_shared *u, struct out *o)
 {
-	struct stats_counters *c = o->f->counters;
 	int done = 0, end = 0;
 
-	while (done < o->n) {
+	while (done < o->n && end == 0) {
 		int r = sendmmsg(o->fd, u->tx + done, (unsigned)(o->n - done),
 				 MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (r < 0 && errno == EINTR)
 			continue;
+		for (int i = done; i < done + (r > 0 ? r : 0); i++)
+			count_sent(o, i);
 		if (r > 0) {
-			for (int i = done; i < done + r; i++) {
-				size_t len = u->tx_iov[i].iov_len;
-				int segs = segments(len, o->gso[i]);
-				c->bytes[o->dir] += len;
-				c->datagrams[o->dir] += (uint64_t)segs;
-				o->f->bytes[o->dir] += len;
-				o->f->datagrams[o->dir] += (uint64_t)segs;
-			}
 			done += r;
 			continue;
 		}
 		int err = r < 0 ? errno : EIO;
-		int segs = segments(u->tx_iov[done].iov_len, o->gso[done]);
-		if ((err == EIO || err == EINVAL) && o->gso[done] > 0)
-			give_up_gso(u);
-		if (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH)
+		if ((err == EIO || err == EINVAL) && o->gso[done] > 0) {
+			/* EIO: the device cannot segment at all; EINVAL: these
+			 * datagrams do not fit its MTU whole */
+			if (err == EIO)
+				give_up_gso(u);
+			end = send_split(u, o, done);
+		} else if (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH) {
 			end = err;
-		else
-			c->dropped[o->dir][err == EAGAIN || err == ENOBUFS ? DROP_BUFFER_FULL :
-			                                                     DROP_ERROR] += (uint64_t)segs;
+		} else {
+			count_dropped(o, done, err);
+		}
 		done++; /* that one is lost (or the flow ends); the rest may still go */
-		if (end != 0)
-			break;
 	}
-	o->n = 0;
+	o->n = o->n_iov = 0;
 	return end;
 }
 
-/* Stages one datagram (or, with gso_size, a batch of segments) of len
- * bytes at data for o's socket, without copying. Towards a client of a
- * wildcard listener it names the source address (IP_PKTINFO). Flushes when
- * the batch is full; returns what out_flush returned then, else 0. */
+/* The pktinfo header of a reply, naming the address the client wrote to. */
+static size_t add_pktinfo(char *ctl, const struct udp_flow *f)
+{
+	struct cmsghdr *c = (struct cmsghdr *)ctl;
+	if (f->client.sa.sa_family == AF_INET6) {
+		struct in6_pktinfo pi = { .ipi6_addr = f->local.v6, .ipi6_ifindex = f->ifindex };
+		c->cmsg_level = IPPROTO_IPV6;
+		c->cmsg_type = IPV6_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(pi));
+		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+		return CMSG_SPACE(sizeof(pi));
+	}
+	struct in_pktinfo pi = { .ipi_spec_dst = f->local.v4 };
+	c->cmsg_level = IPPROTO_IP;
+	c->cmsg_type = IP_PKTINFO;
+	c->cmsg_len = CMSG_LEN(sizeof(pi));
+	memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+	return CMSG_SPACE(sizeof(pi));
+}
+
+/* Gives entry i a UDP_SEGMENT header of gso bytes. */
+static void set_gso(struct udp_shared *u, struct out *o, int i, int gso)
+{
+	struct msghdr *m = &u->tx[i].msg_hdr;
+	struct cmsghdr *c = (struct cmsghdr *)(u->tx_cmsg[i].buf + o->ctl[i]);
+	uint16_t size = (uint16_t)gso;
+	c->cmsg_level = SOL_UDP;
+	c->cmsg_type = UDP_SEGMENT;
+	c->cmsg_len = CMSG_LEN(sizeof(size));
+	memcpy(CMSG_DATA(c), &size, sizeof(size));
+	m->msg_control = u->tx_cmsg[i].buf;
+	m->msg_controllen = o->ctl[i] + CMSG_SPACE(sizeof(size));
+	o->gso[i] = gso;
+}
+
+/* True when a datagram of len bytes can join o's last entry: a run of
+ * datagrams of that very size, with room left. */
+static bool joins_last(const struct udp_shared *u, const struct out *o, size_t len)
+{
+	if (u->no_gso || o->n == 0 || len == 0 || len > GSO_SIZE_MAX)
+		return false;
+	int i = o->n - 1;
+	size_t run = (size_t)(o->gso[i] > 0 ? o->gso[i] : (int)o->len[i]);
+	return run == len && o->len[i] == (size_t)o->n_seg[i] * len &&
+	       o->n_seg[i] < GSO_SEGMENTS_MAX && o->len[i] + len <= GSO_BYTES_MAX &&
+	       o->first_iov[i] + o->n_seg[i] == o->n_iov;
+}
+
+/* Stages one datagram (or, with gso_size, a batch of segments the kernel
+ * made) of len bytes at data for o's socket, without copying: joined to
+ * the run before it where it can be, towards a client of a wildcard
+ * listener with its source address (IP_PKTINFO). Flushes when the batch is
+ * full; returns what out_flush returned then, else 0. */
 static int out_add(struct udp_shared *u, struct out *o, char *data, size_t len, int gso_size)
 {
-	const struct udp_flow *f = o->f;
 	int err = 0;
+	bool batch = gso_size > 0 && len > (size_t)gso_size;
 
-	if (u->no_gso && gso_size > 0 && len > (size_t)gso_size) {
+	if (u->no_gso && batch) {
 		/* one entry per segment */
 		for (size_t at = 0; at < len && err == 0; at += (size_t)gso_size) {
 			size_t piece = len - at < (size_t)gso_size ? len - at : (size_t)gso_size;
@@ -578,49 +692,40 @@ static int out_add(struct udp_shared *u, struct out *o, char *data, size_t len, 
 		}
 		return err;
 	}
+	if (o->n_iov == UDP_BATCH && (err = out_flush(u, o)) != 0)
+		return err;
+	struct iovec *v = &u->tx_iov[o->n_iov];
+	v->iov_base = data;
+	v->iov_len = len;
+	if (!batch && joins_last(u, o, len)) {
+		int i = o->n - 1;
+		o->n_iov++;
+		o->len[i] += len;
+		o->n_seg[i]++;
+		u->tx[i].msg_hdr.msg_iovlen++;
+		if (o->gso[i] == 0)
+			set_gso(u, o, i, (int)len);
+		return 0;
+	}
 	if (o->n == UDP_BATCH && (err = out_flush(u, o)) != 0)
 		return err;
 	int i = o->n++;
 	struct msghdr *m = &u->tx[i].msg_hdr;
-	size_t off = 0;
-	u->tx_iov[i].iov_base = data;
-	u->tx_iov[i].iov_len = len;
-	m->msg_name = o->dir == STATS_DOWN ? (void *)&f->client : NULL;
-	m->msg_namelen = o->dir == STATS_DOWN ? f->client_len : 0;
-	m->msg_control = u->tx_cmsg[i].buf;
-	if (o->dir == STATS_DOWN && f->ep->wildcard) {
-		struct cmsghdr *c = &u->tx_cmsg[i].align;
-		if (f->client.sa.sa_family == AF_INET6) {
-			struct in6_pktinfo pi = { .ipi6_addr = f->local.v6,
-						  .ipi6_ifindex = f->ifindex };
-			c->cmsg_level = IPPROTO_IPV6;
-			c->cmsg_type = IPV6_PKTINFO;
-			c->cmsg_len = CMSG_LEN(sizeof(pi));
-			memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-			off += CMSG_SPACE(sizeof(pi));
-		} else {
-			struct in_pktinfo pi = { .ipi_spec_dst = f->local.v4 };
-			c->cmsg_level = IPPROTO_IP;
-			c->cmsg_type = IP_PKTINFO;
-			c->cmsg_len = CMSG_LEN(sizeof(pi));
-			memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-			off += CMSG_SPACE(sizeof(pi));
-		}
-	}
+	o->first_iov[i] = o->n_iov;
+	u->tx_iov[o->n_iov++] = (struct iovec){ data, len };
+	m->msg_iov = &u->tx_iov[o->first_iov[i]];
+	m->msg_iovlen = 1;
+	m->msg_name = o->dir == STATS_DOWN ? (void *)&o->f->client : NULL;
+	m->msg_namelen = o->dir == STATS_DOWN ? o->f->client_len : 0;
+	o->ctl[i] = o->dir == STATS_DOWN && o->f->ep->wildcard ?
+			    add_pktinfo(u->tx_cmsg[i].buf, o->f) : 0;
+	m->msg_control = o->ctl[i] > 0 ? u->tx_cmsg[i].buf : NULL;
+	m->msg_controllen = o->ctl[i];
+	o->len[i] = len;
+	o->n_seg[i] = batch ? segments(len, gso_size) : 1;
 	o->gso[i] = 0;
-	if (gso_size > 0 && len > (size_t)gso_size) {
-		struct cmsghdr *c = (struct cmsghdr *)(u->tx_cmsg[i].buf + off);
-		uint16_t size = (uint16_t)gso_size;
-		c->cmsg_level = SOL_UDP;
-		c->cmsg_type = UDP_SEGMENT;
-		c->cmsg_len = CMSG_LEN(sizeof(size));
-		memcpy(CMSG_DATA(c), &size, sizeof(size));
-		off += CMSG_SPACE(sizeof(size));
-		o->gso[i] = gso_size;
-	}
-	m->msg_controllen = off;
-	if (off == 0)
-		m->msg_control = NULL;
+	if (batch)
+		set_gso(u, o, i, gso_size);
 	return 0;
 }
 
