@@ -382,6 +382,7 @@ static void reload(struct dualproxy *dp, const char *why)
 		log_info("the %s is unchanged since the last reload: nothing to apply",
 			 dp->config_path != NULL ? "file" : "environment");
 		log_info("reload: 0 added, %u kept, 0 removed", dp->n_listeners);
+		release_memory(); /* what connections that ended since held */
 		send_status(dp, "READY=1");
 		return;
 	}
