@@ -267,21 +267,28 @@ char *addr_format(const struct addr *a, char *buf)
 	return buf;
 }
 
-size_t addr_key(const struct addr *a, unsigned char key[ADDR_KEY_MAX])
+size_t addr_key_sa(const struct sockaddr *sa, unsigned char key[ADDR_KEY_MAX])
 {
-	key[0] = (unsigned char)a->u.sa.sa_family;
-	if (a->u.sa.sa_family == AF_INET) {
-		memcpy(key + 1, &a->u.in.sin_port, 2);
-		memcpy(key + 3, &a->u.in.sin_addr, 4);
+	key[0] = (unsigned char)sa->sa_family;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		memcpy(key + 1, &in->sin_port, 2);
+		memcpy(key + 3, &in->sin_addr, 4);
 		return 7;
 	}
-	if (a->u.sa.sa_family == AF_INET6) {
-		memcpy(key + 1, &a->u.in6.sin6_port, 2);
-		memcpy(key + 3, &a->u.in6.sin6_addr, 16);
-		memcpy(key + 19, &a->u.in6.sin6_scope_id, 4);
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		memcpy(key + 1, &in6->sin6_port, 2);
+		memcpy(key + 3, &in6->sin6_addr, 16);
+		memcpy(key + 19, &in6->sin6_scope_id, 4);
 		return 23;
 	}
 	return 1;
+}
+
+size_t addr_key(const struct addr *a, unsigned char key[ADDR_KEY_MAX])
+{
+	return addr_key_sa(&a->u.sa, key);
 }
 
 bool addr_is_wildcard(const struct addr *a)

@@ -50,6 +50,9 @@ char *addr_format(const struct addr *a, char *buf);
 #define ADDR_KEY_MAX 23
 size_t addr_key(const struct addr *a, unsigned char key[ADDR_KEY_MAX]);
 
+/* The same from a sockaddr_in or sockaddr_in6. */
+size_t addr_key_sa(const struct sockaddr *sa, unsigned char key[ADDR_KEY_MAX]);
+
 /* True when a and b cannot both be bound: the same family and port, and the
  * same address or either of them the wildcard. */
 bool addr_overlaps(const struct addr *a, const struct addr *b);

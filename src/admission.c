@@ -4,16 +4,14 @@
 
 #include <assert.h>
 #include <limits.h>
+#include <stddef.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "admission.h"
 #include "log.h"
-#include "sock.h"
 
 #define FD_BACKOFF_SEC 0.1   /* gates closed after EMFILE/ENFILE */
-#define FDS_PER_CONNECTION 2 /* a relay holds two sockets; a UDP flow one */
+#define FDS_PER_RELAY 2      /* a relay holds two sockets (a UDP flow one) */
 
 static const char *const result_names[ADMIT_RESULT_COUNT] = {
 	[ADMIT_OK] = "admitted",
@@ -56,42 +54,66 @@ static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
 	gates_update(w->data);
 }
 
-void admission_init(struct admission *a, struct ev_loop *loop, unsigned long fd_limit)
+void admission_init(struct admission *a, struct ev_loop *loop, unsigned long fd_limit,
+		    const size_t *pipes)
 {
 	memset(a, 0, sizeof(*a));
 	a->loop = loop;
 	a->fd_limit = fd_limit;
+	a->pipes = pipes;
 	a->max_connections = DEFAULT_MAX_CONNECTIONS;
 	LIST_INIT(&a->gates);
+	loops_init(&a->loops);
 	ev_timer_init(&a->backoff, on_backoff, FD_BACKOFF_SEC, 0.);
 	a->backoff.data = a;
 }
 
+/* Descriptors for connections, flows and pipes, all told. */
+static unsigned long fd_budget(const struct admission *a)
+{
+	if (a->fd_limit == 0)
+		return ULONG_MAX / 2;
+	return a->fd_limit > a->fd_reserved ? a->fd_limit - a->fd_reserved : 0;
+}
+
+static unsigned long fds_used(const struct admission *a)
+{
+	return a->fds + 2 * (unsigned long)(a->pipes != NULL ? *a->pipes : 0);
+}
+
+unsigned long admission_spare_fds(const struct admission *a)
+{
+	unsigned long budget = fd_budget(a), used = fds_used(a);
+	return used < budget ? budget - used : 0;
+}
+
 unsigned long admission_capacity(const struct admission *a)
 {
-	unsigned long by_fds;
-	if (a->fd_limit == 0)
-		by_fds = ULONG_MAX;
-	else if (a->fd_limit <= a->fd_reserved + FDS_PER_CONNECTION)
+	/* those open now, and the TCP connections the spare descriptors allow */
+	unsigned long by_fds = a->active + admission_spare_fds(a) / FDS_PER_RELAY;
+	if (by_fds == 0)
 		by_fds = 1;
-	else
-		by_fds = (a->fd_limit - a->fd_reserved) / FDS_PER_CONNECTION;
 	return by_fds < a->max_connections ? by_fds : a->max_connections;
+}
+
+/* Room for one more admitted client that holds fds descriptors. */
+static bool room_for(const struct admission *a, unsigned fds)
+{
+	return a->active < a->max_connections && admission_spare_fds(a) >= fds;
 }
 
 /* Closes or reopens the relay gates when the count crosses the limit. */
 static void update_full(struct admission *a)
 {
-	unsigned long limit = admission_capacity(a);
-	bool full = a->active >= limit;
+	bool full = !room_for(a, FDS_PER_RELAY);
 	if (full == a->full)
 		return;
 	a->full = full;
 	gates_update(a);
 	if (full) {
-		bool by_max = limit == a->max_connections;
+		bool by_max = a->active >= a->max_connections;
 		a->paused[by_max ? PAUSE_MAX_CONNECTIONS : PAUSE_DESCRIPTORS]++;
-		log_warn("%lu connections (%s) reached: accepting paused", limit,
+		log_warn("%lu connections and flows (%s) reached: accepting paused", a->active,
 			 by_max ? "max_connections" : "descriptor limit");
 	} else {
 		log_info("below the connection limit again: accepting resumed");
@@ -107,72 +129,17 @@ void admission_configure(struct admission *a, const struct config *cfg,
 	update_full(a);
 }
 
-static bool same_local(const struct hnode *n, const void *key)
-{
-	const struct admission_backend *b = (const struct admission_backend *)n;
-	return addr_equal(&b->local, key);
-}
-
-static uint64_t hash_addr(const struct addr *x)
-{
-	unsigned char key[ADDR_KEY_MAX];
-	return htab_hash(key, addr_key(x, key));
-}
-
-/* True when this host has the address of a (bind(2) to it works). */
-static bool is_local_address(const struct addr *a)
-{
-	struct addr probe = *a;
-	if (addr_family(&probe) == AF_INET)
-		probe.u.in.sin_port = 0;
-	else
-		probe.u.in6.sin6_port = 0;
-	int fd = socket(addr_family(&probe), SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return true; /* cannot tell: assume no address translation */
-	bool local = bind(fd, &probe.u.sa, probe.len) == 0;
-	close(fd);
-	return local;
-}
-
-/* A client from the local address of one of our backend sockets is that
- * socket coming back to us when it arrives at the socket's destination (a
- * loop without address translation), or when that destination is not an
- * address of this host (translated back to us on the way: kube-proxy,
- * DNAT). Otherwise it shares the port number by chance, which the kernel
- * allows for different destinations. Costs system calls only for a client
- * whose address matches. */
-static bool is_loop(struct admission *a, const struct addr *client, int fd,
-		    const struct addr *local)
-{
-	struct hnode *n = htab_find(&a->backends, hash_addr(client), same_local, client);
-	struct addr here;
-
-	for (; n != NULL; n = htab_next(n, same_local, client)) {
-		const struct admission_backend *b = (const struct admission_backend *)n;
-		if (local == NULL) {
-			if (sock_local_addr(fd, &here) < 0)
-				return false;
-			local = &here;
-		}
-		if (addr_equal(local, b->remote) || !is_local_address(b->remote))
-			return true;
-	}
-	return false;
-}
-
 enum admit_result admission_check(struct admission *a, const struct service *svc,
-				  const struct addr *client, int fd, const struct addr *local,
-				  bool *source_counted)
+				  const struct addr *client, unsigned fds, bool *source_counted)
 {
 	*source_counted = false;
 	if (a->draining)
 		return ADMIT_DRAINING;
 	if (svc->allow.n > 0 && !cidr_list_match(&svc->allow, client))
 		return ADMIT_DENIED;
-	if (a->backends.n > 0 && is_loop(a, client, fd, local))
+	if (loops_check(&a->loops, client))
 		return ADMIT_LOOP;
-	if (a->active >= admission_capacity(a))
+	if (!room_for(a, fds))
 		return ADMIT_FULL;
 	if (a->per_source > 0) {
 		if (sources_acquire(&a->sources, client, a->per_source) < 0)
@@ -180,14 +147,17 @@ enum admit_result admission_check(struct admission *a, const struct service *svc
 		*source_counted = true;
 	}
 	a->active++;
+	a->fds += fds;
 	update_full(a);
 	return ADMIT_OK;
 }
 
-void admission_release(struct admission *a, const struct addr *client, bool source_counted)
+void admission_release(struct admission *a, const struct addr *client, unsigned fds,
+		       bool source_counted)
 {
-	assert(a->active > 0);
+	assert(a->active > 0 && a->fds >= fds);
 	a->active--;
+	a->fds -= fds;
 	if (source_counted)
 		sources_release(&a->sources, client);
 	update_full(a);
@@ -229,22 +199,9 @@ void admission_drain(struct admission *a)
 		ev_break(a->loop, EVBREAK_ALL);
 }
 
-void admission_backend_add(struct admission *a, struct admission_backend *b)
-{
-	/* out of memory: this one socket goes unchecked */
-	b->tracked = htab_insert(&a->backends, &b->node, hash_addr(&b->local)) == 0;
-}
-
-void admission_backend_remove(struct admission *a, struct admission_backend *b)
-{
-	if (b->tracked)
-		htab_remove(&a->backends, &b->node);
-	b->tracked = false;
-}
-
 void admission_free(struct admission *a)
 {
 	ev_timer_stop(a->loop, &a->backoff);
 	sources_free(&a->sources);
-	htab_free(&a->backends);
+	loops_free(&a->loops);
 }

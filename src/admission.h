@@ -11,6 +11,7 @@
 #include "addr.h"
 #include "config.h"
 #include "hashtab.h"
+#include "loops.h"
 #include "sources.h"
 
 /* What admission_check decided about a new client. */
@@ -36,55 +37,55 @@ struct admission_gate {
 	LIST_ENTRY(admission_gate) link;   /* in admission.gates */
 };
 
-/* A socket of dualproxy's own towards a backend, by its local address: a
- * client arriving from it may be a loop. Embedded in its relay or flow. */
-struct admission_backend {
-	struct hnode node;
-	struct addr local;          /* filled in by the owner */
-	const struct addr *remote;  /* the backend it connects to */
-	bool tracked;               /* in admission.backends */
-};
-
 struct admission {
 	/* configuration */
 	struct ev_loop *loop;
 	unsigned long max_connections;  /* from the config */
 	unsigned long per_source;       /* max_connections_per_source; 0: no limit */
 	unsigned long fd_limit;         /* RLIMIT_NOFILE */
-	unsigned long fd_reserved;      /* descriptors that are not for connections */
+	unsigned long fd_reserved;      /* descriptors kept for the rest: listeners, metrics */
+	const size_t *pipes;            /* splice pipes that exist now (two descriptors each) */
 	/* runtime */
 	unsigned long active;           /* admitted connections and flows */
+	unsigned long fds;              /* their descriptors: two per relay, one per flow */
 	bool full;                      /* at the limit: relay gates are closed */
 	bool draining;                  /* SIGTERM seen */
 	ev_timer backoff;               /* gates closed after EMFILE/ENFILE */
 	LIST_HEAD(, admission_gate) gates;
 	struct source_table sources;    /* live connections per client address */
-	struct htab backends;           /* struct admission_backend by local address */
+	struct loops loops;             /* our own backend sockets, to see loops */
 	uint64_t paused[PAUSE_REASON_COUNT]; /* times accepting paused */
 };
 
-void admission_init(struct admission *a, struct ev_loop *loop, unsigned long fd_limit);
+/* pipes: the pipe pool's count of pipes, which take from the same budget. */
+void admission_init(struct admission *a, struct ev_loop *loop, unsigned long fd_limit,
+		    const size_t *pipes);
 
 /* Takes the limits of cfg (at start-up and after each reload) and the
  * number of descriptors held by other things than connections. */
 void admission_configure(struct admission *a, const struct config *cfg,
 			 unsigned long fd_reserved);
 
-/* Connections the limits leave room for: min(max_connections, what the
- * descriptor limit allows at two descriptors each). */
+/* Connections and flows the limits leave room for: min(max_connections,
+ * those open now and the TCP connections the spare descriptors allow, two
+ * each). A UDP flow needs one descriptor. */
 unsigned long admission_capacity(const struct admission *a);
 
-/* Decides about a client of svc that reached us at local (NULL: ask the
- * accepted socket fd when needed). On ADMIT_OK the client is counted, and
- * *source_counted says whether per source too: the caller passes both to
- * admission_release when it ends. */
+/* Descriptors left for more connections, flows and pipes. */
+unsigned long admission_spare_fds(const struct admission *a);
+
+/* Decides about a client of svc that will hold fds descriptors (a relay
+ * two, a UDP flow one). On ADMIT_OK the client is counted, and
+ * *source_counted says whether per source too: the caller passes these to
+ * admission_release when it ends. Backend sockets register with
+ * a->loops (loops_add), so that one that comes back is refused. */
 enum admit_result admission_check(struct admission *a, const struct service *svc,
-				  const struct addr *client, int fd, const struct addr *local,
-				  bool *source_counted);
+				  const struct addr *client, unsigned fds, bool *source_counted);
 
 /* One admitted connection or flow ended. Reopens the gates below the limit;
  * the last one to end during a drain ends the event loop. */
-void admission_release(struct admission *a, const struct addr *client, bool source_counted);
+void admission_release(struct admission *a, const struct addr *client, unsigned fds,
+		       bool source_counted);
 
 /* The name of a result for the log: "denied", "source-limited", ... */
 const char *admission_result_name(enum admit_result r);
@@ -100,10 +101,6 @@ void admission_backoff(struct admission *a);
 /* SIGTERM: admits nothing more; ends the loop at once when nothing is
  * active, else when the last admitted connection ends. */
 void admission_drain(struct admission *a);
-
-/* Records (and forgets) a backend socket of ours by its local address. */
-void admission_backend_add(struct admission *a, struct admission_backend *b);
-void admission_backend_remove(struct admission *a, struct admission_backend *b);
 
 void admission_free(struct admission *a);
 

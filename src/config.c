@@ -897,10 +897,6 @@ static int validate_services(struct parse_state *st, struct index *ix, struct in
 			     "on UDP (Traefik reads none there)", svc->name);
 			return -1;
 		}
-		if (svc->udp) { /* until the UDP relay lands in the next commit */
-			fail(st, svc->protocol_line, "[%s]: protocol udp: not supported", svc->name);
-			return -1;
-		}
 		if (svc->connect_timeout < 0)
 			svc->connect_timeout = cfg->connect_timeout;
 		if (svc->idle_timeout >= 0 || cfg->idle_timeout_set) {

@@ -15,6 +15,7 @@
 struct listener;
 struct metrics;
 struct relays;
+struct udp_shared;
 
 struct dualproxy {
 	/* configuration */
@@ -28,6 +29,7 @@ struct dualproxy {
 	LIST_HEAD(, listener) listeners; /* open listeners, owned */
 	unsigned n_listeners;            /* how many */
 	struct relays *relays;           /* live connections (relay.c's own state) */
+	struct udp_shared *udp;          /* buffers of the UDP flows (udp.c), or NULL */
 	struct pipe_pool pipes;          /* splice pipes, reused across relays */
 	struct metrics *metrics;         /* the /metrics endpoint, or NULL */
 

@@ -155,16 +155,18 @@ static int check_port(const char *var, const char *value, struct config_error *e
 }
 
 /* DEST_PROTO: TCP when unset. Returns the protocol's name in lower case
- * (for the service name), or NULL with *err set. */
+ * (for the service name and its protocol key), or NULL with *err set. */
 static const char *check_proto(const char *proto, struct config_error *err)
 {
 	if (proto == NULL || strcasecmp(proto, "TCP") == 0)
 		return "tcp";
-	if (strcasecmp(proto, "UDP") == 0 || strcasecmp(proto, "SCTP") == 0) {
-		fail(err, "DEST_PROTO: %s is not supported (dualproxy relays TCP)", proto);
+	if (strcasecmp(proto, "UDP") == 0)
+		return "udp";
+	if (strcasecmp(proto, "SCTP") == 0) {
+		fail(err, "DEST_PROTO: SCTP is not supported (dualproxy relays TCP and UDP)");
 		return NULL;
 	}
-	fail(err, "DEST_PROTO: expected TCP: '%s'", proto);
+	fail(err, "DEST_PROTO: expected TCP or UDP: '%s'", proto);
 	return NULL;
 }
 
@@ -190,7 +192,7 @@ static int parse_dests(char *const *envp, struct env_list *d)
 }
 
 /* The variables each line of the generated text comes from (0: none). */
-#define TEXT_LINES_MAX (4 + 2 + CIDR_MAX)
+#define TEXT_LINES_MAX (5 + 2 + CIDR_MAX)
 
 struct env_text {
 	struct text t;
@@ -244,6 +246,7 @@ static char *make_text(char *const *envp, struct env_text *e, struct config_erro
 	add_line(e, NULL, "[global]");
 	add_line(e, NULL, "drain_timeout = %s", ENV_DRAIN_TIMEOUT);
 	add_line(e, NULL, "[lb-%s-%s]", proto, src_port);
+	add_line(e, "DEST_PROTO", "protocol = %s", proto);
 	if (d.v4[0] != '\0')
 		snprintf(listen, sizeof(listen), " 0.0.0.0:%s", src_port);
 	if (d.v6[0] != '\0')
@@ -302,6 +305,6 @@ struct config *envconfig_load(char *const *envp, struct config_error *err)
 	char *text = make_text(envp, &e, err);
 	struct config *cfg = text != NULL ? load_text(text, &e, err) : NULL;
 	if (cfg != NULL && env_value(envp, "SRC_RANGES") == NULL)
-		log_info("SRC_RANGES not set: clients from every address are served");
+		log_info("SRC_RANGES not set or empty: clients from every address are served");
 	return cfg;
 }

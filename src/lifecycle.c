@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "privs.h"
 #include "relay.h"
+#include "udp.h"
 
 #define PIPE_FD_SHARE 4      /* pipes may use at most 1/PIPE_FD_SHARE of the fds */
 #define PIPE_FD_MIN 1024     /* below this descriptor limit, relay without pipes */
@@ -53,12 +54,11 @@ static rlim_t raise_fd_limit(void)
 	return rl.rlim_cur;
 }
 
-/* Descriptors that are not for connections: listeners, pipes, the metrics
- * endpoint and its clients, and a reserve. */
+/* Descriptors that are not for connections, flows or pipes: listeners,
+ * the metrics endpoint and its clients, and a reserve. */
 static unsigned long fds_reserved(const struct dualproxy *dp)
 {
-	return FD_RESERVE + 2 * (unsigned long)dp->pipes.budget + dp->n_listeners +
-	       metrics_fds(dp->config);
+	return FD_RESERVE + dp->n_listeners + metrics_fds(dp->config);
 }
 
 /* Applies cfg's limits to admission; logs when descriptors allow fewer. */
@@ -67,9 +67,9 @@ static void configure_admission(struct dualproxy *dp)
 	admission_configure(&dp->admission, dp->config, fds_reserved(dp));
 	unsigned long capacity = admission_capacity(&dp->admission);
 	if (capacity < dp->config->max_connections)
-		log_info("descriptor limit %lu leaves room for %lu connections, fewer than "
-			 "max_connections (%lu)", dp->admission.fd_limit, capacity,
-			 dp->config->max_connections);
+		log_info("descriptor limit %lu leaves room for %lu TCP connections (or twice "
+			 "as many UDP flows), fewer than max_connections (%lu)",
+			 dp->admission.fd_limit, capacity, dp->config->max_connections);
 }
 
 /* Watches the config file when watch_config says so (not the environment). */
@@ -112,7 +112,7 @@ static int create_runtime(struct dualproxy *dp)
 	}
 	rlim_t nofile = raise_fd_limit();
 	size_t pipes = nofile < PIPE_FD_MIN ? 0 : nofile / (2 * PIPE_FD_SHARE);
-	admission_init(&dp->admission, dp->loop, nofile);
+	admission_init(&dp->admission, dp->loop, nofile, &dp->pipes.count);
 	if (pipe_pool_init(&dp->pipes, pipes, PIPE_CACHE) < 0 || relay_init(dp) < 0) {
 		log_error("out of memory");
 		return EX_OSERR;
@@ -262,13 +262,14 @@ static bool listens_over(const struct config *cfg, const struct addr *m, size_t 
 	return false;
 }
 
-/* True when cfg's metrics_listen overlaps one of the open listeners, which
- * cfg then removes (a config has no overlap of its own). */
+/* True when cfg's metrics_listen overlaps one of the open TCP listeners,
+ * which cfg then removes (a config has no overlap of its own). */
 static bool metrics_over_listeners(const struct dualproxy *dp, const struct config *cfg)
 {
 	const struct listener *l;
 	LIST_FOREACH(l, &dp->listeners, link)
-		if (any_overlap(&l->addr, 1, cfg->metrics_listen, cfg->n_metrics_listen))
+		if (l->type == SOCK_STREAM &&
+		    any_overlap(&l->addr, 1, cfg->metrics_listen, cfg->n_metrics_listen))
 			return true;
 	return false;
 }
@@ -434,12 +435,13 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 		log_info("SIG%s again: closing %lu connections now", sigabbrev_np(w->signum),
 			 dp->admission.active);
 		relay_close_all(dp);
+		udp_close_all(dp);
 		ev_break(loop, EVBREAK_ALL);
 		return;
 	}
 	lc->stopping = true;
 	notify_send(&lc->notify, "STOPPING=1", NULL);
-	listeners_close_all(dp);
+	listeners_close_tcp(dp); /* UDP sockets stay for the replies of draining flows */
 	metrics_close(dp->metrics);
 	dp->metrics = NULL;
 	watch_stop(&lc->watch);
@@ -449,6 +451,7 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_timer_start(loop, &lc->drain);
 	/* the loop ends when the last connection has ended, or at the deadline */
 	admission_drain(&dp->admission);
+	udp_drain(dp);
 }
 
 static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -457,6 +460,7 @@ static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	log_warn("drain_timeout: closing %lu connections still open", dp->admission.active);
 	relay_close_all(dp);
+	udp_close_all(dp);
 	ev_break(loop, EVBREAK_ALL);
 }
 
@@ -476,6 +480,7 @@ void lifecycle_cleanup(struct dualproxy *dp)
 		metrics_close(dp->metrics);
 		relay_close_all(dp);
 		relay_cleanup(dp);
+		udp_cleanup(dp);
 		admission_free(&dp->admission);
 	}
 	pipe_pool_free(&dp->pipes);

@@ -2,6 +2,8 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -12,6 +14,7 @@
 #include "log.h"
 #include "relay.h"
 #include "sock.h"
+#include "udp.h"
 
 #define LISTEN_BACKLOG 4096  /* the kernel caps it at somaxconn */
 #define ACCEPT_BATCH 16      /* accepts per wake-up: new connections take turns
@@ -22,8 +25,26 @@
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents);
 
-/* Binds a; the listener is not accepting yet and has no counters. */
-static struct listener *listener_new(struct dualproxy *dp, const struct addr *a,
+/* A bound socket of type at a; -1 with errno set. */
+static int open_socket(int type, const struct addr *a)
+{
+	int one = 1;
+	int fd = sock_listen(a, type, LISTEN_BACKLOG);
+	/* the relay forwards what it has at once and never batches small
+	 * writes: accepted sockets inherit TCP_NODELAY from their listener */
+	if (fd >= 0 && type == SOCK_STREAM)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (fd >= 0 && type == SOCK_DGRAM && udp_socket_options(fd, a) < 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+/* Binds a; the listener is not serving yet and has no counters. */
+static struct listener *listener_new(struct dualproxy *dp, int type, const struct addr *a,
 				     struct service *svc)
 {
 	struct listener *l = calloc(1, sizeof(*l));
@@ -31,30 +52,54 @@ static struct listener *listener_new(struct dualproxy *dp, const struct addr *a,
 		errno = ENOMEM;
 		return NULL;
 	}
-	l->fd = sock_listen(a, SOCK_STREAM, LISTEN_BACKLOG);
+	l->fd = open_socket(type, a);
 	if (l->fd < 0) {
 		int saved = errno;
 		free(l);
 		errno = saved;
 		return NULL;
 	}
+	l->type = type;
 	l->addr = *a;
 	l->service = svc;
 	l->dp = dp;
-	ev_io_init(&l->io, on_accept, l->fd, EV_READ);
-	ev_set_priority(&l->io, ACCEPT_PRIORITY);
-	l->io.data = l;
+	if (type == SOCK_STREAM) {
+		ev_io_init(&l->io, on_accept, l->fd, EV_READ);
+		ev_set_priority(&l->io, ACCEPT_PRIORITY);
+		l->io.data = l;
+	} else if (udp_attach(l) < 0) {
+		close(l->fd);
+		free(l);
+		errno = ENOMEM;
+		return NULL;
+	}
 	return l;
 }
 
-static void listener_free(struct listener *l)
+/* Starts serving: accepting through its gate, or reading datagrams. */
+static void listener_start(struct listener *l)
+{
+	if (l->type == SOCK_DGRAM)
+		ev_io_start(l->dp->loop, &l->io);
+	else
+		admission_gate_add(&l->dp->admission, &l->gate, &l->io, true);
+}
+
+static void listener_free(struct listener *l, enum end_reason flows_end)
 {
 	if (l->gate.io != NULL)
 		admission_gate_remove(&l->dp->admission, &l->gate);
+	if (l->udp != NULL)
+		udp_detach(l, flows_end);
 	if (l->fd >= 0)
 		close(l->fd);
 	stats_unref(&l->dp->stats, l->stats);
 	free(l);
+}
+
+static enum stats_proto proto_of(const struct listener *l)
+{
+	return l->type == SOCK_DGRAM ? STATS_UDP : STATS_TCP;
 }
 
 /* Refuses a client before anything reaches a backend. */
@@ -62,7 +107,7 @@ static void refuse(struct listener *l, int fd, const struct addr *client,
 		   enum admit_result why)
 {
 	char c[ADDR_STRLEN];
-	stats_family(l->stats, addr_family(client))->refused[why]++;
+	stats_family(l->stats, STATS_TCP, addr_family(client))->refused[why]++;
 	log_debug("%s service=%s client=%s", admission_result_name(why), l->service->name,
 		  addr_format(client, c));
 	sock_set_linger_zero(fd);
@@ -108,7 +153,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 		addr_from_sockaddr(&client, (struct sockaddr *)&ss, len);
 		dp->accepted++;
 		enum admit_result res =
-			admission_check(&dp->admission, l->service, &client, fd, NULL,
+			admission_check(&dp->admission, l->service, &client, RELAY_FDS,
 					&source_counted);
 		if (res != ADMIT_OK)
 			refuse(l, fd, &client, res);
@@ -121,6 +166,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 
 /* One address of the new configuration. */
 struct wanted {
+	int type;                    /* SOCK_STREAM or SOCK_DGRAM */
 	const struct addr *addr;
 	struct service *svc;
 	unsigned line;
@@ -141,30 +187,40 @@ struct old_index {
 	size_t n;
 };
 
-static uint64_t hash_port(const struct addr *a)
+/* What the indexes are looked up with: a socket type and an address. */
+struct where {
+	int type;
+	const struct addr *addr;
+};
+
+static uint64_t hash_port(int type, const struct addr *a)
 {
-	unsigned char key[3] = { (unsigned char)addr_family(a), (unsigned char)(addr_port(a) >> 8),
-				 (unsigned char)addr_port(a) };
+	unsigned char key[4] = { (unsigned char)type, (unsigned char)addr_family(a),
+				 (unsigned char)(addr_port(a) >> 8), (unsigned char)addr_port(a) };
 	return htab_hash(key, sizeof(key));
 }
 
-static uint64_t hash_addr(const struct addr *a)
+static uint64_t hash_addr(int type, const struct addr *a)
 {
-	unsigned char key[ADDR_KEY_MAX];
-	return htab_hash(key, addr_key(a, key));
+	unsigned char key[ADDR_KEY_MAX + 1];
+	key[0] = (unsigned char)type;
+	return htab_hash(key, addr_key(a, key + 1) + 1);
 }
 
-static bool entry_addr_is(const struct hnode *n, const void *a)
+static bool entry_addr_is(const struct hnode *n, const void *w)
 {
 	const struct old_entry *e = (const struct old_entry *)n;
-	return addr_equal(&e->l->addr, a);
+	const struct where *x = w;
+	return e->l->type == x->type && addr_equal(&e->l->addr, x->addr);
 }
 
-static bool entry_port_is(const struct hnode *n, const void *a)
+static bool entry_port_is(const struct hnode *n, const void *w)
 {
 	const struct old_entry *e =
 		(const struct old_entry *)((const char *)n - offsetof(struct old_entry, port_node));
-	return addr_family(&e->l->addr) == addr_family(a) && addr_port(&e->l->addr) == addr_port(a);
+	const struct where *x = w;
+	return e->l->type == x->type && addr_family(&e->l->addr) == addr_family(x->addr) &&
+	       addr_port(&e->l->addr) == addr_port(x->addr);
 }
 
 static int index_old(struct dualproxy *dp, struct old_index *ix)
@@ -177,8 +233,8 @@ static int index_old(struct dualproxy *dp, struct old_index *ix)
 	LIST_FOREACH(l, &dp->listeners, link) {
 		struct old_entry *e = &ix->entries[ix->n++];
 		e->l = l;
-		if (htab_insert(&ix->by_addr, &e->addr_node, hash_addr(&l->addr)) < 0 ||
-		    htab_insert(&ix->by_port, &e->port_node, hash_port(&l->addr)) < 0)
+		if (htab_insert(&ix->by_addr, &e->addr_node, hash_addr(l->type, &l->addr)) < 0 ||
+		    htab_insert(&ix->by_port, &e->port_node, hash_port(l->type, &l->addr)) < 0)
 			return -1;
 	}
 	return 0;
@@ -191,15 +247,16 @@ static void free_index(struct old_index *ix)
 	free(ix->entries);
 }
 
-/* The old listener that a's new socket would collide with, other than a
+/* The old listener that w's new socket would collide with, other than a
  * kept one (the configuration was checked for overlaps of its own). */
-static struct old_entry *overlapping_old(const struct old_index *ix, const struct addr *a)
+static struct old_entry *overlapping_old(const struct old_index *ix, const struct wanted *w)
 {
-	struct hnode *n = htab_find(&ix->by_port, hash_port(a), entry_port_is, a);
-	for (; n != NULL; n = htab_next(n, entry_port_is, a)) {
+	struct where x = { w->type, w->addr };
+	struct hnode *n = htab_find(&ix->by_port, hash_port(w->type, w->addr), entry_port_is, &x);
+	for (; n != NULL; n = htab_next(n, entry_port_is, &x)) {
 		struct old_entry *e =
 			(struct old_entry *)((char *)n - offsetof(struct old_entry, port_node));
-		if (!e->kept && addr_overlaps(&e->l->addr, a))
+		if (!e->kept && addr_overlaps(&e->l->addr, w->addr))
 			return e;
 	}
 	return NULL;
@@ -210,7 +267,7 @@ static void undo(struct dualproxy *dp, struct wanted *w, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		if (w[i].fresh && w[i].l != NULL)
-			listener_free(w[i].l);
+			listener_free(w[i].l, END_SHUTDOWN);
 		stats_unref(&dp->stats, w[i].stats);
 	}
 }
@@ -218,11 +275,11 @@ static void undo(struct dualproxy *dp, struct wanted *w, size_t n)
 static int bind_wanted(struct dualproxy *dp, const struct config *cfg, struct wanted *w)
 {
 	char a[ADDR_STRLEN];
-	w->l = listener_new(dp, w->addr, w->svc);
+	w->l = listener_new(dp, w->type, w->addr, w->svc);
 	if (w->l != NULL)
 		return 0;
-	log_error("%s:%u: [%s] cannot listen on %s: %s", cfg->path, w->line, w->svc->name,
-		  addr_format(w->addr, a), strerror(errno));
+	log_error("%s:%u: [%s] cannot listen on %s%s: %s", cfg->path, w->line, w->svc->name,
+		  addr_format(w->addr, a), w->type == SOCK_DGRAM ? " (UDP)" : "", strerror(errno));
 	return -1;
 }
 
@@ -233,29 +290,36 @@ static int prepare(struct dualproxy *dp, struct config *cfg, struct old_index *i
 {
 	*n = 0;
 	for (struct service *svc = cfg->services; svc != NULL; svc = svc->next) {
-		for (size_t i = 0; i < svc->n_listen; i++) {
-			struct wanted *x = &w[(*n)++];
-			*x = (struct wanted){ .addr = &svc->listen[i], .svc = svc,
-					      .line = svc->listen_line[i] };
-			struct old_entry *e = (struct old_entry *)htab_find(
-				&ix->by_addr, hash_addr(x->addr), entry_addr_is, x->addr);
-			if (e != NULL) {
-				e->kept = true;
-				x->l = e->l;
-			} else {
-				x->fresh = true;
-			}
-			x->stats = stats_ref(&dp->stats, svc->name);
-			if (x->stats == NULL) {
-				log_error("out of memory");
-				return -1;
+		for (int t = 0; t < 2; t++) {
+			int type = t == 0 ? SOCK_STREAM : SOCK_DGRAM;
+			if (!(type == SOCK_STREAM ? svc->tcp : svc->udp))
+				continue;
+			for (size_t i = 0; i < svc->n_listen; i++) {
+				struct wanted *x = &w[(*n)++];
+				*x = (struct wanted){ .type = type, .addr = &svc->listen[i],
+						      .svc = svc, .line = svc->listen_line[i] };
+				struct where at = { type, x->addr };
+				struct old_entry *e = (struct old_entry *)htab_find(
+					&ix->by_addr, hash_addr(type, x->addr), entry_addr_is, &at);
+				if (e != NULL) {
+					e->kept = true;
+					x->l = e->l;
+				} else {
+					x->fresh = true;
+				}
+				x->stats = stats_ref(&dp->stats, svc->name);
+				if (x->stats == NULL ||
+				    stats_use(x->stats, type == SOCK_DGRAM ? STATS_UDP : STATS_TCP) < 0) {
+					log_error("out of memory");
+					return -1;
+				}
 			}
 		}
 	}
 	for (size_t i = 0; i < *n; i++) {
 		if (!w[i].fresh)
 			continue;
-		w[i].deferred = overlapping_old(ix, w[i].addr) != NULL;
+		w[i].deferred = overlapping_old(ix, &w[i]) != NULL;
 		if (!w[i].deferred && bind_wanted(dp, cfg, &w[i]) < 0)
 			return -1;
 	}
@@ -278,7 +342,7 @@ static int suspend_removed(struct old_index *ix, bool reopen)
 			l->fd = -1;
 			continue;
 		}
-		l->fd = sock_listen(&l->addr, SOCK_STREAM, LISTEN_BACKLOG);
+		l->fd = open_socket(l->type, &l->addr);
 		if (l->fd < 0) {
 			log_error("cannot listen on %s again: %s: restart dualproxy",
 				  addr_format(&l->addr, a), strerror(errno));
@@ -286,8 +350,12 @@ static int suspend_removed(struct old_index *ix, bool reopen)
 			continue;
 		}
 		ev_io_set(&l->io, l->fd, EV_READ);
-		admission_gate_remove(&l->dp->admission, &l->gate);
-		admission_gate_add(&l->dp->admission, &l->gate, &l->io, true);
+		if (l->type == SOCK_DGRAM) {
+			ev_io_start(l->dp->loop, &l->io);
+		} else {
+			admission_gate_remove(&l->dp->admission, &l->gate);
+			admission_gate_add(&l->dp->admission, &l->gate, &l->io, true);
+		}
 	}
 	return rc;
 }
@@ -319,9 +387,10 @@ static void commit(struct dualproxy *dp, struct old_index *ix, struct wanted *w,
 		struct listener *l = ix->entries[i].l;
 		if (ix->entries[i].kept)
 			continue;
-		log_info("closed %s (%s)", addr_format(&l->addr, a), l->service->name);
+		log_info("closed %s%s (%s)", addr_format(&l->addr, a),
+			 l->type == SOCK_DGRAM ? " (UDP)" : "", l->service->name);
 		LIST_REMOVE(l, link);
-		listener_free(l);
+		listener_free(l, END_REMOVED);
 		diff->removed++;
 	}
 	for (size_t i = n; i-- > 0;) {
@@ -329,6 +398,7 @@ static void commit(struct dualproxy *dp, struct old_index *ix, struct wanted *w,
 		struct service_stats *old = l->stats;
 		l->service = w[i].svc;
 		l->stats = w[i].stats; /* the reference moves to the listener */
+		stats_commit(l->stats, proto_of(l));
 		stats_unref(&dp->stats, old);
 		if (!w[i].fresh) {
 			diff->kept++;
@@ -340,9 +410,10 @@ static void commit(struct dualproxy *dp, struct old_index *ix, struct wanted *w,
 		struct listener *l = LIST_FIRST(&fresh);
 		LIST_REMOVE(l, link);
 		LIST_INSERT_HEAD(&dp->listeners, l, link);
-		admission_gate_add(&dp->admission, &l->gate, &l->io, true);
+		listener_start(l);
 		diff->added++;
-		log_info("listening on %s (%s)", addr_format(&l->addr, a), l->service->name);
+		log_info("listening on %s%s (%s)", addr_format(&l->addr, a),
+			 l->type == SOCK_DGRAM ? " (UDP)" : "", l->service->name);
 	}
 	dp->n_listeners = diff->kept + diff->added;
 }
@@ -355,7 +426,7 @@ int listeners_apply(struct dualproxy *dp, struct config *cfg, struct listeners_d
 
 	*diff = (struct listeners_diff){ 0, 0, 0, 0 };
 	for (const struct service *svc = cfg->services; svc != NULL; svc = svc->next)
-		total += svc->n_listen;
+		total += svc->n_listen * ((size_t)svc->tcp + svc->udp);
 	struct wanted *w = calloc(total + 1, sizeof(*w));
 	if (w == NULL || index_old(dp, &ix) < 0) {
 		log_error("out of memory");
@@ -385,7 +456,20 @@ void listeners_close_all(struct dualproxy *dp)
 	while (!LIST_EMPTY(&dp->listeners)) {
 		struct listener *l = LIST_FIRST(&dp->listeners);
 		LIST_REMOVE(l, link);
-		listener_free(l);
+		listener_free(l, END_SHUTDOWN);
 	}
 	dp->n_listeners = 0;
+}
+
+void listeners_close_tcp(struct dualproxy *dp)
+{
+	struct listener *l, *next;
+	for (l = LIST_FIRST(&dp->listeners); l != NULL; l = next) {
+		next = LIST_NEXT(l, link);
+		if (l->type != SOCK_STREAM)
+			continue;
+		LIST_REMOVE(l, link);
+		listener_free(l, END_SHUTDOWN);
+		dp->n_listeners--;
+	}
 }

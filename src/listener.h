@@ -1,4 +1,5 @@
-/* listener.h: bound listening sockets that hand accepted clients to the relay */
+/* listener.h: bound sockets of the services: TCP ones that hand accepted
+ * clients to the relay, UDP ones whose datagrams udp.c relays */
 #ifndef DUALPROXY_LISTENER_H
 #define DUALPROXY_LISTENER_H
 
@@ -12,17 +13,21 @@
 #include "stats.h"
 
 struct dualproxy;
+struct udp_endpoint;
 
 struct listener {
 	/* configuration */
+	int type;                    /* SOCK_STREAM or SOCK_DGRAM */
 	struct addr addr;
 	struct service *service;     /* in dp->config; a reload points it at the new one */
 	struct service_stats *stats; /* a reference to service's counters, set at commit */
 	/* runtime */
 	struct dualproxy *dp;
 	int fd;                      /* owned */
-	ev_io io;                    /* accepting, opened and closed by its gate */
-	struct admission_gate gate;
+	ev_io io;                    /* TCP: accepting, opened and closed by its gate;
+					UDP: datagrams from clients (udp.c) */
+	struct admission_gate gate;  /* TCP */
+	struct udp_endpoint *udp;    /* UDP: its flows (udp.c), owned */
 	LIST_ENTRY(listener) link;   /* in dp->listeners */
 };
 
@@ -43,5 +48,9 @@ int listeners_apply(struct dualproxy *dp, struct config *cfg, struct listeners_d
 
 /* Closes and frees every listener. */
 void listeners_close_all(struct dualproxy *dp);
+
+/* SIGTERM: closes the TCP listeners; the UDP ones stay, for the replies of
+ * the flows that drain. */
+void listeners_close_tcp(struct dualproxy *dp);
 
 #endif

@@ -231,6 +231,13 @@ void log_attach(struct ev_loop *loop)
 	ev_io_init(&logger.io, on_writable, logger.fd, EV_WRITE);
 }
 
+static long long monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void log_detach(void)
 {
 	if (logger.buf == NULL)
@@ -238,16 +245,54 @@ void log_detach(void)
 	if (logger.loop != NULL)
 		ev_io_stop(logger.loop, &logger.io);
 	logger.loop = NULL;
-	/* the last lines ("stopped") may wait a moment for the reader, no longer */
+	/* the last lines ("stopped") may wait a moment for the reader, no
+	 * longer: a reader taking a little at a time does not stretch it */
 	struct pollfd p = { .fd = logger.fd, .events = POLLOUT };
-	while (logger.off < logger.len && poll(&p, 1, LOG_EXIT_FLUSH_MS) > 0)
+	long long deadline = monotonic_ms() + LOG_EXIT_FLUSH_MS;
+	while (logger.off < logger.len) {
+		long long left = deadline - monotonic_ms();
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			break;
 		flush_buffer();
+	}
 	if (logger.sink == SINK_REOPENED)
 		close(logger.fd);
 	free(logger.buf);
 	logger.buf = NULL;
 	logger.fd = STDERR_FILENO;
 	logger.sink = SINK_DIRECT;
+}
+
+/* Writes n bytes to stderr, waiting if need be (start-up and exit only). */
+static void write_blocking(const char *line, size_t n)
+{
+	for (size_t off = 0; off < n;) {
+		ssize_t w = write(STDERR_FILENO, line + off, n - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+}
+
+void log_plain(enum log_level level, const char *fmt, ...)
+{
+	char msg[1024], line[LOG_LINE_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (logger.journal < 0)
+		logger.journal = stderr_is_journal();
+	if (logger.journal)
+		n = snprintf(line, sizeof(line), "<%d>%s\n", level_priority[level], msg);
+	else
+		n = snprintf(line, sizeof(line), "%s\n", msg);
+	if (n > 0)
+		write_blocking(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
 
 static void write_line(enum log_level level, const char *msg)
@@ -259,15 +304,7 @@ static void write_line(enum log_level level, const char *msg)
 		queue(line, n);
 		return;
 	}
-	/* start-up, -t and exit: plain blocking writes */
-	for (size_t off = 0; off < n;) {
-		ssize_t w = write(STDERR_FILENO, line + off, n - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			break;
-		off += (size_t)w;
-	}
+	write_blocking(line, n); /* start-up, -t and exit */
 }
 
 /* Returns true when a warning may be written now. */

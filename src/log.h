@@ -36,6 +36,12 @@ uint64_t log_lines_dropped(void);
 void log_msg(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* One line for a person at a terminal (the command line's -t, start-up
+ * errors): the message alone, without time or level, but with the
+ * journald priority prefix when stderr goes to journald. Never buffered. */
+void log_plain(enum log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARNING, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)

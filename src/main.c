@@ -72,11 +72,11 @@ int main(int argc, char **argv)
 	}
 	if (cfg == NULL) {
 		char msg[2 * CONFIG_MSG_MAX];
-		fprintf(stderr, "%s\n", config_error_format(&err, msg, sizeof(msg)));
+		log_plain(LOG_LVL_ERROR, "%s", config_error_format(&err, msg, sizeof(msg)));
 		return EX_CONFIG;
 	}
 	if (test_only) {
-		fprintf(stderr, "%s: configuration ok\n", path != NULL ? path : ENVCONFIG_NAME);
+		log_plain(LOG_LVL_INFO, "%s: configuration ok", path != NULL ? path : ENVCONFIG_NAME);
 		config_unref(cfg);
 		return EX_OK;
 	}

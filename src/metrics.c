@@ -266,16 +266,18 @@ static void on_client_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* Makes room for a new client: at the limit, the one that has been
- * sending its request the longest goes, so that slow clients cannot keep
- * the kubelet's /healthz probe out. Returns false if nobody can go. */
-static bool make_room(struct metrics *m)
+ * sending its request the longest goes, or when every client has been
+ * answered, the one whose response has waited longest for its reader, so
+ * that slow clients, sending or reading, cannot keep the kubelet's
+ * /healthz probe out. */
+static void make_room(struct metrics *m)
 {
 	if (m->n_clients < METRICS_CLIENTS_MAX)
-		return true;
-	if (TAILQ_EMPTY(&m->reading))
-		return false;
-	client_close(TAILQ_FIRST(&m->reading));
-	return true;
+		return;
+	struct metrics_client *c = TAILQ_FIRST(&m->reading);
+	if (c == NULL)
+		c = TAILQ_FIRST(&m->writing);
+	client_close(c);
 }
 
 static void refuse(struct metrics *m, int fd)
@@ -308,8 +310,9 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 		refuse(m, fd);
 		return;
 	}
-	struct metrics_client *c = NULL;
-	if (!make_room(m) || (c = calloc(1, sizeof(*c))) == NULL) {
+	make_room(m);
+	struct metrics_client *c = calloc(1, sizeof(*c));
+	if (c == NULL) {
 		refuse(m, fd);
 		return;
 	}

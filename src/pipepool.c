@@ -22,7 +22,7 @@ int pipe_pool_init(struct pipe_pool *pool, size_t budget, size_t cache_max)
 	return 0;
 }
 
-int pipe_pool_get(struct pipe_pool *pool, int fds[2])
+int pipe_pool_get(struct pipe_pool *pool, int fds[2], bool may_create)
 {
 	if (pool->n_cached > 0) {
 		pool->n_cached--;
@@ -30,7 +30,7 @@ int pipe_pool_get(struct pipe_pool *pool, int fds[2])
 		fds[1] = pool->cached[pool->n_cached][1];
 		return 0;
 	}
-	if (pool->count >= pool->budget)
+	if (!may_create || pool->count >= pool->budget)
 		return -1;
 	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
 		return -1;

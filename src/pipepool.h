@@ -2,6 +2,7 @@
 #ifndef DUALPROXY_PIPEPOOL_H
 #define DUALPROXY_PIPEPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct pipe_pool {
@@ -17,10 +18,10 @@ struct pipe_pool {
 /* budget 0 disables splicing. Returns 0, or -1 when out of memory. */
 int pipe_pool_init(struct pipe_pool *pool, size_t budget, size_t cache_max);
 
-/* Hands out an empty pipe the caller owns until pipe_pool_put. Returns 0, or
- * -1 when the budget is spent or no descriptor is left (the caller relays
- * through buffers instead). */
-int pipe_pool_get(struct pipe_pool *pool, int fds[2]);
+/* Hands out an empty pipe the caller owns until pipe_pool_put: a cached
+ * one, or a new one if may_create. Returns 0, or -1 when none is to be had
+ * (the caller relays through buffers instead). */
+int pipe_pool_get(struct pipe_pool *pool, int fds[2], bool may_create);
 
 /* Takes a pipe back: cached if empty and room, else closed. */
 void pipe_pool_put(struct pipe_pool *pool, int fds[2], int empty);

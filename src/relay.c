@@ -23,10 +23,13 @@
 
 #define RELAY_CHUNK (64 * 1024)   /* the shared buffer recv/send relaying reads into */
 #define PIPE_CAPACITY (64 * 1024) /* Linux default pipe size */
+#define PIPE_FD_SPARE 64          /* descriptors a new pipe must leave to connections */
 #define PUMP_ROUNDS 4             /* read/write rounds per wake-up, for fairness */
 #define STALL_CHECK 1.0           /* seconds between checks of a side that is not read */
 #define RESET_LINGER 1.0          /* seconds a reset waits for the survivor's data */
 #define RESET_POLL 0.01           /* seconds between checks of the survivor's send queue */
+#define RESET_FIRST_POLL 0.001    /* the first check: a survivor that has closed already
+				     resets what it was sent at once */
 /* Ready connections are served after the timers and signals (default
  * priority) and before accepting (listener.c, EV_MINPRI). */
 #define RELAY_PRIORITY (EV_MINPRI + 1)
@@ -99,7 +102,10 @@ struct relay {
 	enum timer_job job;              /* what the timer is set for */
 	ev_tstamp started, last_active;
 	ev_tstamp reset_deadline;        /* RELAY_RESETTING: reset by then at the latest */
-	struct admission_backend local;  /* the backend socket's local address (loops) */
+	struct loop_socket self;         /* the backend socket, to see it come back */
+	bool unconfirmed;                /* open, but the backend's connect is known to have
+					    completed only, not to have succeeded: its first
+					    error is the connect's (saves a getsockopt) */
 	enum end_reason reason;          /* why it ended, for the log */
 	bool rst_client, rst_backend;    /* close that side with RST */
 	LIST_ENTRY(relay) link;          /* in relays.live */
@@ -154,7 +160,7 @@ static struct relay *relay_new(struct dualproxy *dp, struct service *svc,
 	r->dp = dp;
 	r->svc = service_ref(svc);
 	r->stats = stats_hold(stats);
-	r->counters = stats_family(stats, addr_family(client));
+	r->counters = stats_family(stats, STATS_TCP, addr_family(client));
 	r->client_addr = *client;
 	r->backend_addr = service_backend(svc, addr_family(client));
 	r->source_counted = source_counted;
@@ -186,10 +192,7 @@ static void connect_backend(struct relay *r)
 		return;
 	}
 	init_end(r, &r->backend, fd);
-	/* its local address, to know it should it come back to us (a loop) */
-	r->local.remote = r->backend_addr;
-	if (sock_local_addr(fd, &r->local.local) == 0)
-		admission_backend_add(&r->dp->admission, &r->local);
+	loops_add(&r->dp->admission.loops, &r->self, fd, r->backend_addr);
 	if (!in_progress) {
 		connected(r);
 		return;
@@ -201,18 +204,15 @@ static void connect_backend(struct relay *r)
 void relay_start(struct dualproxy *dp, struct service *svc, struct service_stats *stats,
 		 int client_fd, const struct addr *client, bool source_counted)
 {
-	int one = 1;
 	struct relay *r = relay_new(dp, svc, stats, client_fd, client, source_counted);
 	if (r == NULL) {
 		log_warn("[%s] out of memory for a new connection", svc->name);
-		admission_release(&dp->admission, client, source_counted);
+		admission_release(&dp->admission, client, RELAY_FDS, source_counted);
 		sock_set_linger_zero(client_fd);
 		close(client_fd);
 		return;
 	}
-	/* the relay forwards what it has at once; it never batches small writes */
-	setsockopt(client_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	connect_backend(r);
+	connect_backend(r); /* the client socket has TCP_NODELAY from its listener */
 }
 
 /* ---- connecting ---- */
@@ -302,9 +302,26 @@ static bool wants_read(const struct flow *f)
 	return !f->eof && pending(f) == 0;
 }
 
+/* A successful read or write on e: if it is the backend, its connect worked. */
+static inline void confirm(struct relay *r, const struct relay_end *e)
+{
+	if (e == &r->backend)
+		r->unconfirmed = false;
+}
+
 /* Records why the relay ends; an error on one end resets the other. */
 static enum io_result io_failed(struct relay *r, struct relay_end *e, int err)
 {
+	if (e == &r->backend && r->unconfirmed) {
+		/* the connect failed: the client learns at once, as in connect_failed */
+		char c[ADDR_STRLEN], b[ADDR_STRLEN];
+		r->reason = reason_of_connect_error(err);
+		r->rst_client = true;
+		log_warn("[%s] client %s: backend %s: %s", r->svc->name,
+			 addr_format(&r->client_addr, c), addr_format(r->backend_addr, b),
+			 strerror(err));
+		return IO_ERROR;
+	}
 	if (err == ECONNRESET || err == EPIPE || err == ETIMEDOUT ||
 	    err == EHOSTUNREACH || err == ENETUNREACH) {
 		r->reason = e == &r->client ? END_CLIENT_RESET : END_BACKEND_RESET;
@@ -352,6 +369,7 @@ static enum io_result flush(struct relay *r, struct flow *f)
 			return io_failed(r, f->to, errno);
 		}
 		count(f, (size_t)n);
+		confirm(r, f->to);
 		if (f->pipe[0] >= 0) {
 			f->in_pipe -= (size_t)n;
 		} else {
@@ -377,10 +395,11 @@ static enum io_result fill_buffered(struct relay *r, struct flow *f)
 	do
 		n = recv(f->from->fd, chunk, RELAY_CHUNK, MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
-	if (n == 0)
-		return IO_EOF;
 	if (n < 0)
 		return errno == EAGAIN ? IO_AGAIN : io_failed(r, f->from, errno);
+	confirm(r, f->from);
+	if (n == 0)
+		return IO_EOF;
 
 	ssize_t sent;
 	do
@@ -392,12 +411,16 @@ static enum io_result fill_buffered(struct relay *r, struct flow *f)
 		sent = 0;
 	}
 	count(f, (size_t)sent);
+	if (sent > 0)
+		confirm(r, f->to);
 	if (sent < n)
 		return keep_tail(r, f, chunk + sent, (size_t)(n - sent));
 	if (n < RELAY_CHUNK)
 		return IO_SHORT;
-	/* a full chunk means bulk: move further data through a pipe if one is free */
-	pipe_pool_get(&r->dp->pipes, f->pipe);
+	/* a full chunk means bulk: move further data through a pipe if one is
+	 * free; a new pipe only while descriptors are to spare */
+	pipe_pool_get(&r->dp->pipes, f->pipe,
+		      admission_spare_fds(&r->dp->admission) > PIPE_FD_SPARE);
 	return IO_OK;
 }
 
@@ -411,10 +434,11 @@ static enum io_result fill_spliced(struct relay *r, struct flow *f)
 		n = splice(f->from->fd, NULL, f->pipe[1], NULL, PIPE_CAPACITY,
 			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 	while (n < 0 && errno == EINTR);
-	if (n == 0)
-		return IO_EOF;
 	if (n < 0)
 		return errno == EAGAIN ? IO_AGAIN : io_failed(r, f->from, errno);
+	confirm(r, f->from);
+	if (n == 0)
+		return IO_EOF;
 	f->in_pipe += (size_t)n;
 	return (size_t)n < PIPE_CAPACITY ? IO_SHORT : IO_OK;
 }
@@ -508,6 +532,39 @@ static int unsent(const struct relay_end *e)
 
 static void close_end(struct relay *r, struct relay_end *e, bool rst);
 
+/* What the survivor of a failure is watched for: writable while data for it
+ * waits, readable until it sends EOF, so that its own reset or close is
+ * noticed at once (its unacknowledged bytes would never be acknowledged). */
+static int resetting_events(const struct relay *r, const struct relay_end *survivor,
+			    const struct flow *toward)
+{
+	const struct flow *from = toward == &r->up ? &r->down : &r->up;
+	(void)survivor;
+	return (pending(toward) ? EV_WRITE : 0) | (from->eof ? 0 : EV_READ);
+}
+
+/* The survivor sent something, or went away: what it sends has nowhere to
+ * go and is dropped. Returns false when it is gone (reset, or an error):
+ * a reset socket keeps its unacknowledged bytes in SIOCOUTQ for ever. */
+static bool survivor_alive(struct relay *r, struct relay_end *survivor, struct flow *from)
+{
+	if (from->eof) /* not read any more: its pending error tells */
+		return backend_connect_result(survivor->fd) == 0;
+	while (!from->eof) {
+		ssize_t n = recv(survivor->fd, r->dp->relays->chunk, RELAY_CHUNK, MSG_DONTWAIT);
+		if (n > 0)
+			continue;
+		if (n == 0) {
+			from->eof = true;
+			break;
+		}
+		if (errno == EINTR)
+			continue;
+		return errno == EAGAIN;
+	}
+	return true;
+}
+
 /* After an error on one side: if the other side is healthy and still has
  * data from before the failure to receive, deliver it first (for at most
  * RESET_LINGER), then reset it; otherwise end now. */
@@ -533,8 +590,8 @@ static void relay_fail(struct relay *r)
 	close_end(r, dead, false);
 	r->state = RELAY_RESETTING;
 	r->reset_deadline = ev_now(r->dp->loop) + RESET_LINGER;
-	set_events(r, survivor, pending(toward) ? EV_WRITE : 0);
-	arm(r, TIMER_RESET_POLL, RESET_POLL);
+	set_events(r, survivor, resetting_events(r, survivor, toward));
+	arm(r, TIMER_RESET_POLL, RESET_FIRST_POLL);
 }
 
 /* RELAY_RESETTING: writes what is left; resets once it has been received. */
@@ -543,8 +600,11 @@ static void resetting_step(struct relay *r)
 	struct relay_end *survivor = r->rst_client ? &r->client : &r->backend;
 	struct flow *toward = r->rst_client ? &r->down : &r->up;
 
+	struct flow *from = r->rst_client ? &r->up : &r->down;
+
 	assert(r->state == RELAY_RESETTING);
-	if (pending(toward) > 0 && flush(r, toward) == IO_ERROR) {
+	if (!survivor_alive(r, survivor, from) ||
+	    (pending(toward) > 0 && flush(r, toward) == IO_ERROR)) {
 		relay_finish(r);
 		return;
 	}
@@ -553,7 +613,7 @@ static void resetting_step(struct relay *r)
 		relay_finish(r);
 		return;
 	}
-	set_events(r, survivor, pending(toward) ? EV_WRITE : 0);
+	set_events(r, survivor, resetting_events(r, survivor, toward));
 	if (!ev_is_active(&r->timer))
 		arm(r, TIMER_RESET_POLL, RESET_POLL);
 }
@@ -663,7 +723,7 @@ static void relay_finish(struct relay *r)
 	char c[ADDR_STRLEN], b[ADDR_STRLEN];
 
 	ev_timer_stop(dp->loop, &r->timer);
-	admission_backend_remove(&dp->admission, &r->local);
+	loops_remove(&dp->admission.loops, &r->self);
 	close_end(r, &r->client, r->rst_client);
 	close_end(r, &r->backend, r->rst_backend);
 	release_flow(r, &r->up);
@@ -683,7 +743,7 @@ static void relay_finish(struct relay *r)
 	stats_unref(&dp->stats, r->stats);
 	service_unref(r->svc);
 	free(r);
-	admission_release(&dp->admission, &client, source_counted);
+	admission_release(&dp->admission, &client, RELAY_FDS, source_counted);
 }
 
 void relay_close_all(struct dualproxy *dp)
@@ -742,15 +802,13 @@ static void serve(struct relay_end *e, int revents)
 	struct relay *r = e->relay;
 
 	switch (r->state) {
-	case RELAY_CONNECTING: {
+	case RELAY_CONNECTING:
+		/* writable: the connect is over; whether it worked, the first read
+		 * or write on the backend tells (an error is then the connect's) */
 		assert(e == &r->backend);
-		int err = backend_connect_result(e->fd);
-		if (err != 0)
-			connect_failed(r, err);
-		else
-			connected(r);
+		r->unconfirmed = true;
+		connected(r);
 		return;
-	}
 	case RELAY_RESETTING:
 		resetting_step(r);
 		return;

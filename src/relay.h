@@ -10,6 +10,10 @@
 
 struct dualproxy;
 
+/* Descriptors a relay holds: the client's and the backend's sockets (its
+ * pipes, when it splices, are counted by the pipe pool). */
+#define RELAY_FDS 2
+
 /* Sets up the relays' shared state (the ready queue and its watcher, the
  * read buffer). Returns 0, or -1 when out of memory. */
 int relay_init(struct dualproxy *dp);

@@ -18,6 +18,23 @@ static const char *const family_names[STATS_FAMILY_COUNT] = {
 	[STATS_IPV6] = "ipv6",
 };
 
+static const char *const proto_names[STATS_PROTO_COUNT] = {
+	[STATS_TCP] = "tcp",
+	[STATS_UDP] = "udp",
+};
+
+static const char *const dir_names[STATS_DIR_COUNT] = {
+	[STATS_UP] = "up",
+	[STATS_DOWN] = "down",
+};
+
+static const char *const drop_names[DROP_REASON_COUNT] = {
+	[DROP_TRUNCATED] = "truncated",
+	[DROP_NO_SOCKET] = "no-socket",
+	[DROP_BUFFER_FULL] = "buffer-full",
+	[DROP_ERROR] = "error",
+};
+
 static const char *const pause_names[PAUSE_REASON_COUNT] = {
 	[PAUSE_MAX_CONNECTIONS] = "max_connections",
 	[PAUSE_DESCRIPTORS] = "descriptors",
@@ -67,33 +84,49 @@ void stats_unref(struct stats *st, struct service_stats *s)
 		return;
 	htab_remove(&st->by_name, &s->node);
 	TAILQ_REMOVE(&st->all, s, link);
+	for (int p = 0; p < STATS_PROTO_COUNT; p++)
+		free(s->proto[p]);
 	free(s);
 }
 
-struct stats_counters *stats_family(struct service_stats *s, int af)
+int stats_use(struct service_stats *s, enum stats_proto p)
 {
-	return &s->family[af == AF_INET6 ? STATS_IPV6 : STATS_IPV4];
+	if (s->proto[p] == NULL)
+		s->proto[p] = calloc(STATS_FAMILY_COUNT, sizeof(*s->proto[p]));
+	return s->proto[p] != NULL ? 0 : -1;
 }
 
-/* Sum over both families of one counter, given by its offset. */
-static uint64_t sum(const struct service_stats *s, size_t offset)
+void stats_commit(struct service_stats *s, enum stats_proto p)
+{
+	if (s->proto[p] != NULL)
+		s->committed[p] = true;
+}
+
+struct stats_counters *stats_family(struct service_stats *s, enum stats_proto p, int af)
+{
+	return &s->proto[p][af == AF_INET6 ? STATS_IPV6 : STATS_IPV4];
+}
+
+/* A counter of one protocol summed over the families, given by its offset. */
+static uint64_t sum(const struct service_stats *s, int p, size_t offset)
 {
 	uint64_t total = 0;
 	for (int f = 0; f < STATS_FAMILY_COUNT; f++)
-		total += *(const uint64_t *)((const char *)&s->family[f] + offset);
+		total += *(const uint64_t *)((const char *)&s->proto[p][f] + offset);
 	return total;
 }
 
-#define SUM(s, field) sum((s), offsetof(struct stats_counters, field))
+#define OFF(field) offsetof(struct stats_counters, field)
 
 uint64_t stats_backend_errors(const struct stats *st)
 {
 	uint64_t total = 0;
 	const struct service_stats *s;
 	TAILQ_FOREACH(s, &st->all, link)
-		for (int r = 0; r < END_REASON_COUNT; r++)
-			if (reason_backend_label(r) != NULL)
-				total += SUM(s, ended[r]);
+		for (int p = 0; p < STATS_PROTO_COUNT; p++)
+			for (int r = 0; r < END_REASON_COUNT && s->proto[p] != NULL; r++)
+				if (reason_backend_label(r) != NULL)
+					total += sum(s, p, OFF(ended[r]));
 	return total;
 }
 
@@ -102,62 +135,96 @@ static void header(struct text *t, const char *name, const char *type, const cha
 	text_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* One series per service of a counter summed over the families. */
+/* The services and protocols shown in the metrics. */
+#define FOR_SHOWN(st, s, p)                                                    \
+	TAILQ_FOREACH(s, &(st)->all, link)                                     \
+		for (int p = 0; p < STATS_PROTO_COUNT; p++)                    \
+			if (s->committed[p])
+
+/* One series per service and protocol of a counter summed over the families. */
 static void per_service(struct text *t, const struct stats *st, const char *name,
 			const char *type, const char *help, size_t offset)
 {
 	const struct service_stats *s;
 	header(t, name, type, help);
-	TAILQ_FOREACH(s, &st->all, link)
-		text_printf(t, "%s{service=\"%s\"} %llu\n", name, s->name,
-			    (unsigned long long)sum(s, offset));
+	FOR_SHOWN(st, s, p)
+		text_printf(t, "%s{service=\"%s\",protocol=\"%s\"} %llu\n", name, s->name,
+			    proto_names[p], (unsigned long long)sum(s, p, offset));
 }
 
-static void render_services(struct text *t, const struct stats *st)
+static void render_traffic(struct text *t, const struct stats *st)
 {
 	const struct service_stats *s;
 
 	header(t, "dualproxy_connections_total", "counter",
-	       "Connections relayed, by service and client address family.");
-	TAILQ_FOREACH(s, &st->all, link)
+	       "Connections relayed (TCP) and flows made (UDP), by service, client address "
+	       "family and protocol.");
+	FOR_SHOWN(st, s, p)
 		for (int f = 0; f < STATS_FAMILY_COUNT; f++)
-			text_printf(t, "dualproxy_connections_total{service=\"%s\",family=\"%s\"} %llu\n",
-				    s->name, family_names[f],
-				    (unsigned long long)s->family[f].opened);
-	per_service(t, st, "dualproxy_connections_active", "gauge", "Connections open now.",
-		    offsetof(struct stats_counters, active));
+			text_printf(t, "dualproxy_connections_total{service=\"%s\",family=\"%s\","
+				    "protocol=\"%s\"} %llu\n", s->name, family_names[f],
+				    proto_names[p], (unsigned long long)s->proto[p][f].opened);
+	per_service(t, st, "dualproxy_connections_active", "gauge",
+		    "Connections and UDP flows open now.", OFF(active));
 	header(t, "dualproxy_bytes_total", "counter",
 	       "Payload bytes relayed; up is client to backend, down is backend to client.");
-	TAILQ_FOREACH(s, &st->all, link) {
-		text_printf(t, "dualproxy_bytes_total{service=\"%s\",direction=\"up\"} %llu\n",
-			    s->name, (unsigned long long)SUM(s, bytes[STATS_UP]));
-		text_printf(t, "dualproxy_bytes_total{service=\"%s\",direction=\"down\"} %llu\n",
-			    s->name, (unsigned long long)SUM(s, bytes[STATS_DOWN]));
-	}
+	FOR_SHOWN(st, s, p)
+		for (int d = 0; d < STATS_DIR_COUNT; d++)
+			text_printf(t, "dualproxy_bytes_total{service=\"%s\",direction=\"%s\","
+				    "protocol=\"%s\"} %llu\n", s->name, dir_names[d],
+				    proto_names[p], (unsigned long long)sum(s, p, OFF(bytes[d])));
+	header(t, "dualproxy_datagrams_total", "counter",
+	       "UDP datagrams relayed, by service, client address family and direction.");
+	FOR_SHOWN(st, s, p)
+		for (int f = 0; f < STATS_FAMILY_COUNT && p == STATS_UDP; f++)
+			for (int d = 0; d < STATS_DIR_COUNT; d++)
+				text_printf(t, "dualproxy_datagrams_total{service=\"%s\",family=\"%s\","
+					    "direction=\"%s\",protocol=\"udp\"} %llu\n", s->name,
+					    family_names[f], dir_names[d],
+					    (unsigned long long)s->proto[p][f].datagrams[d]);
+	header(t, "dualproxy_datagrams_dropped_total", "counter",
+	       "UDP datagrams not relayed, by reason: truncated (cut on reading), no-socket "
+	       "(a new flow got no socket), buffer-full, error.");
+	FOR_SHOWN(st, s, p)
+		for (int f = 0; f < STATS_FAMILY_COUNT && p == STATS_UDP; f++)
+			for (int d = 0; d < STATS_DIR_COUNT; d++)
+				for (int r = 0; r < DROP_REASON_COUNT; r++)
+					text_printf(t, "dualproxy_datagrams_dropped_total{service=\"%s\","
+						    "family=\"%s\",direction=\"%s\",protocol=\"udp\","
+						    "reason=\"%s\"} %llu\n", s->name, family_names[f],
+						    dir_names[d], drop_names[r],
+						    (unsigned long long)s->proto[p][f].dropped[d][r]);
+}
+
+static void render_failures(struct text *t, const struct stats *st)
+{
+	const struct service_stats *s;
+
 	header(t, "dualproxy_backend_errors_total", "counter",
-	       "Connections failed by the backend, by reason.");
-	TAILQ_FOREACH(s, &st->all, link)
+	       "Connections and UDP flows failed by the backend, by reason.");
+	FOR_SHOWN(st, s, p)
 		for (int r = 0; r < END_REASON_COUNT; r++)
 			if (reason_backend_label(r) != NULL)
-				text_printf(t, "dualproxy_backend_errors_total{service=\"%s\",reason=\"%s\"} %llu\n",
-					    s->name, reason_backend_label(r),
-					    (unsigned long long)SUM(s, ended[r]));
+				text_printf(t, "dualproxy_backend_errors_total{service=\"%s\",reason=\"%s\","
+					    "protocol=\"%s\"} %llu\n", s->name, reason_backend_label(r),
+					    proto_names[p], (unsigned long long)sum(s, p, OFF(ended[r])));
 	per_service(t, st, "dualproxy_denied_total", "counter",
-		    "Clients closed because the service's allowlist does not contain them.",
-		    offsetof(struct stats_counters, refused[ADMIT_DENIED]));
+		    "Clients closed (UDP: datagrams dropped) because the service's allowlist does "
+		    "not contain them.", OFF(refused[ADMIT_DENIED]));
 	per_service(t, st, "dualproxy_source_limited_total", "counter",
-		    "Clients closed because their address had max_connections_per_source open.",
-		    offsetof(struct stats_counters, refused[ADMIT_SOURCE_LIMITED]));
+		    "Clients closed (UDP: datagrams dropped) because their address had "
+		    "max_connections_per_source open.", OFF(refused[ADMIT_SOURCE_LIMITED]));
 	header(t, "dualproxy_refused_total", "counter",
-	       "Clients closed before any backend was contacted for another reason than the "
-	       "two above: full, loop (one of dualproxy's own backend connections came "
-	       "back to it) or draining.");
-	TAILQ_FOREACH(s, &st->all, link)
+	       "Clients closed (UDP: datagrams dropped) before any backend was contacted for "
+	       "another reason than the two above: full, loop (one of dualproxy's own backend "
+	       "sockets came back to it) or draining.");
+	FOR_SHOWN(st, s, p)
 		for (int r = 0; r < ADMIT_RESULT_COUNT; r++)
 			if (r != ADMIT_OK && r != ADMIT_DENIED && r != ADMIT_SOURCE_LIMITED)
-				text_printf(t, "dualproxy_refused_total{service=\"%s\",reason=\"%s\"} %llu\n",
-					    s->name, admission_result_name(r),
-					    (unsigned long long)SUM(s, refused[r]));
+				text_printf(t, "dualproxy_refused_total{service=\"%s\",reason=\"%s\","
+					    "protocol=\"%s\"} %llu\n", s->name,
+					    admission_result_name(r), proto_names[p],
+					    (unsigned long long)sum(s, p, OFF(refused[r])));
 }
 
 /* Descriptors open now (entries of /proc/self/fd, less the one reading it). */
@@ -207,10 +274,11 @@ char *stats_render(const struct stats *st, const struct stats_process *p, size_t
 {
 	struct text t = { 0 };
 
-	render_services(&t, st);
+	render_traffic(&t, st);
+	render_failures(&t, st);
 	header(&t, "dualproxy_connections_max", "gauge",
-	       "Connections admitted at most now: max_connections, or less when the "
-	       "descriptor limit leaves room for fewer.");
+	       "Connections and flows admitted at most now: max_connections, or fewer when "
+	       "the descriptors left allow fewer (those open, and two per new TCP connection).");
 	text_printf(&t, "dualproxy_connections_max %lu\n", p->connections_max);
 	header(&t, "dualproxy_accept_paused_total", "counter",
 	       "Times accepting paused, by reason: the connection limit, or no descriptor left.");
@@ -245,6 +313,8 @@ void stats_free(struct stats *st)
 	while (!TAILQ_EMPTY(&st->all)) {
 		struct service_stats *s = TAILQ_FIRST(&st->all);
 		TAILQ_REMOVE(&st->all, s, link);
+		for (int p = 0; p < STATS_PROTO_COUNT; p++)
+			free(s->proto[p]);
 		free(s);
 	}
 	htab_free(&st->by_name);

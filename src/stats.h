@@ -10,26 +10,40 @@
 #include "hashtab.h"
 #include "reason.h"
 
+enum stats_proto { STATS_TCP, STATS_UDP, STATS_PROTO_COUNT };
 enum stats_family { STATS_IPV4, STATS_IPV6, STATS_FAMILY_COUNT };
 enum stats_dir { STATS_UP, STATS_DOWN, STATS_DIR_COUNT }; /* up: client to backend */
 
-/* The counters of one client address family of a service. */
+/* Why a UDP datagram was not relayed (besides admission's refusals). */
+enum drop_reason {
+	DROP_TRUNCATED,   /* cut on reading: never sent on cut */
+	DROP_NO_SOCKET,   /* a new flow could not get a socket */
+	DROP_BUFFER_FULL, /* the socket it was to leave by had no room */
+	DROP_ERROR,       /* another send error */
+	DROP_REASON_COUNT,
+};
+
+/* The counters of one protocol and client address family of a service. */
 struct stats_counters {
-	uint64_t opened;                      /* connections relayed */
+	uint64_t opened;                      /* connections relayed, UDP flows made */
 	uint64_t active;                      /* open now */
 	uint64_t bytes[STATS_DIR_COUNT];      /* payload relayed */
+	uint64_t datagrams[STATS_DIR_COUNT];  /* UDP datagrams relayed */
+	uint64_t dropped[STATS_DIR_COUNT][DROP_REASON_COUNT]; /* UDP datagrams dropped */
 	uint64_t ended[END_REASON_COUNT];     /* how they ended */
 	uint64_t refused[ADMIT_RESULT_COUNT]; /* clients admission turned away */
 };
 
 /* The counters of one service name. Everything that counts here holds a
- * reference (a listener, a live connection); the series go away with the
- * last one, after a reload removed the service. */
+ * reference (a listener, a live connection or flow); the series go away
+ * with the last one, after a reload removed the service. A protocol's
+ * counters exist once a listener of it was committed. */
 struct service_stats {
 	struct hnode node;                    /* in stats.by_name */
 	TAILQ_ENTRY(service_stats) link;      /* in stats.all */
 	unsigned refs;
-	struct stats_counters family[STATS_FAMILY_COUNT];
+	struct stats_counters *proto[STATS_PROTO_COUNT]; /* [family], or NULL */
+	bool committed[STATS_PROTO_COUNT];    /* shown in the metrics */
 	char name[];                          /* the service's name */
 };
 
@@ -52,8 +66,16 @@ struct service_stats *stats_hold(struct service_stats *s);
 /* Gives a reference back; the last one frees s. */
 void stats_unref(struct stats *st, struct service_stats *s);
 
-/* The counters of a client address family (AF_INET or AF_INET6). */
-struct stats_counters *stats_family(struct service_stats *s, int af);
+/* Makes room for a protocol's counters (prepare); returns 0, or -1 when out
+ * of memory. */
+int stats_use(struct service_stats *s, enum stats_proto p);
+
+/* Shows a protocol's counters in the metrics from now on (commit). */
+void stats_commit(struct service_stats *s, enum stats_proto p);
+
+/* The counters of a protocol (made by stats_use) and client address
+ * family (AF_INET or AF_INET6). */
+struct stats_counters *stats_family(struct service_stats *s, enum stats_proto p, int af);
 
 /* Backend errors of every service, for systemd's STATUS line. */
 uint64_t stats_backend_errors(const struct stats *st);

@@ -42,21 +42,23 @@ static bool overlap(const struct addr *a, const struct addr *b)
 	       IN6_IS_ADDR_UNSPECIFIED(y);
 }
 
-/* No listen address of a loaded config collides with another one, nor with
- * metrics_listen: the loader reports those as errors. */
+/* No listen address of a loaded config collides with another one of the same
+ * protocol (a UDP socket and a TCP one of one address do not), nor a TCP one
+ * with metrics_listen: the loader reports those as errors. */
 static void check_no_overlap(const struct config *cfg)
 {
 	char a[ADDR_STRLEN], b[ADDR_STRLEN];
 
 	for (const struct service *s = cfg->services; s != NULL; s = s->next) {
 		for (size_t i = 0; i < s->n_listen; i++) {
-			for (size_t m = 0; m < cfg->n_metrics_listen; m++)
+			for (size_t m = 0; m < cfg->n_metrics_listen && s->tcp; m++)
 				FUZZ_CHECK(!overlap(&s->listen[i], &cfg->metrics_listen[m]),
 					   "[%s] listen %s and metrics_listen %s collide", s->name,
 					   addr_format(&s->listen[i], a),
 					   addr_format(&cfg->metrics_listen[m], b));
 			for (const struct service *o = s; o != NULL; o = o->next) {
-				for (size_t j = o == s ? i + 1 : 0; j < o->n_listen; j++)
+				bool shared = (s->tcp && o->tcp) || (s->udp && o->udp);
+				for (size_t j = o == s ? i + 1 : 0; j < o->n_listen && shared; j++)
 					FUZZ_CHECK(!overlap(&s->listen[i], &o->listen[j]),
 						   "[%s] listen %s and [%s] listen %s collide",
 						   s->name, addr_format(&s->listen[i], a), o->name,
@@ -135,6 +137,9 @@ static void check_service(const struct service *svc)
 	FUZZ_CHECK(svc->proxy_protocol == PROXY_OFF || svc->proxy_protocol == PROXY_V1 ||
 		   svc->proxy_protocol == PROXY_V2, "[%s]: proxy_protocol %d", svc->name,
 		   (int)svc->proxy_protocol);
+	FUZZ_CHECK(svc->tcp || svc->udp, "[%s]: relays neither TCP nor UDP", svc->name);
+	FUZZ_CHECK(!svc->udp || svc->proxy_protocol == PROXY_OFF,
+		   "[%s]: a PROXY header with protocol udp", svc->name);
 }
 
 static void check_config(const struct config *cfg)

@@ -105,11 +105,9 @@ pkg() { # pkg NAME FALLBACK: prints cflags and libs
 LIB_INIH=$(pkg inih -linih)
 LIB_EV=$(pkg libev -lev)
 LIB_CAPNG=$(pkg libcap-ng -lcap-ng)
-LIB_SYSTEMD=
-grep -q '^#define HAVE_LIBSYSTEMD 1' "$builddir/autoconfig.h" && LIB_SYSTEMD=$(pkg libsystemd -lsystemd)
 INC_FLAGS=(-I"$builddir" -I"$SRCDIR/src")
 # shellcheck disable=SC2086 # pkg-config output is a list of words
-for w in $LIB_INIH $LIB_EV $LIB_CAPNG $LIB_SYSTEMD; do
+for w in $LIB_INIH $LIB_EV $LIB_CAPNG; do
 	case $w in -l* | -L* | -Wl,*) ;; *) INC_FLAGS+=("$w") ;; esac
 done
 
@@ -138,7 +136,7 @@ all_sources() {
 		[ "${f##*/}" = main.c ] || printf '%s ' "${f##*/}"
 	done
 }
-ALL_LIBS="$LIB_EV $LIB_INIH $LIB_CAPNG $LIB_SYSTEMD -lm"
+ALL_LIBS="$LIB_EV $LIB_INIH $LIB_CAPNG -lm"
 harness_max_len() {
 	case $1 in
 	fuzz_config | fuzz_metrics) echo 4096 ;; # a metrics request head is at most METRICS_REQUEST_MAX

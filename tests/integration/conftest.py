@@ -1656,3 +1656,470 @@ class StallProbe(threading.Thread):
     def count(self):
         with self.lock:
             return len(self.rounds)
+
+
+# --------------------------------------------------------------------------
+# UDP: the gate, ports, backends, clients, the flow log line, /proc/net/udp
+# (see test_udp*.py)
+
+def pytest_configure(config):
+    # `make check-valgrind` leaves these out with -k 'not reliability'
+    config.addinivalue_line(
+        "markers", "reliability: measures CPU time or lowers the descriptor "
+        "limit (too heavy under valgrind)")
+
+
+_udp_gate = []
+
+
+def udp_gate():
+    """(relays_udp, why): whether this dualproxy accepts a `protocol = udp`
+    service (`dualproxy -t` on a tiny config), and its message if not.
+    A missing binary counts as accepting, so that the tests run and fail
+    with require_binary()'s message instead of being skipped."""
+    if _udp_gate:
+        return _udp_gate[0]
+    if not BINARY.is_file() or not os.access(BINARY, os.X_OK):
+        _udp_gate.append((True, "no binary"))
+        return _udp_gate[0]
+    d = Path(tempfile.mkdtemp(prefix="dualproxy-udp-gate-"))
+    try:
+        path = d / "udp.ini"
+        path.write_text(ini("""
+            [probe]
+            listen = 127.0.0.1:5353
+            backend4 = 127.0.0.1:53
+            protocol = udp
+        """))
+        r = run_dualproxy("-t", "-c", str(path), timeout=T(30))
+        why = re.sub(r"^\S+:\d+: ", "", (r.stderr or r.stdout).strip())
+        _udp_gate.append((r.returncode == 0, why))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return _udp_gate[0]
+
+
+def udp_relayed():
+    return udp_gate()[0]
+
+
+def _udp_skip_reason():
+    ok, why = udp_gate()
+    return ("this dualproxy does not relay UDP yet: `dualproxy -t` refuses a "
+            "`protocol = udp` service (%s)" % why)
+
+
+def needs_udp():
+    """The skip mark for what needs the UDP relay (`pytestmark = needs_udp()`
+    in a module), its condition and reason from the binary."""
+    return pytest.mark.skipif(not udp_relayed(), reason=_udp_skip_reason())
+
+
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; root may exceed rmem_max
+UDP_SEGMENT = 103  # Linux <netinet/udp.h>: send one buffer as datagrams of this size (GSO)
+MAX_UDP4 = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header)
+MAX_UDP6 = 65527  # 65535 - 8 (the IPv6 payload length counts the UDP header only)
+UDP_BUF = 65536 + 16  # a receive buffer no legitimate datagram fills
+
+
+def max_udp(host):
+    return MAX_UDP6 if ":" in host else MAX_UDP4
+
+
+def _udp_bindable(family, host, port, v6only=False):
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        if v6only:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _port_free_everywhere(port, hosts):
+    """`port` is free for TCP and UDP on each of `hosts` (the wildcards are
+    checked V6ONLY, as dualproxy binds them)."""
+    for host in hosts:
+        fam = family_of(host)
+        v6only = host == "::"
+        if not _bindable(fam, host, port, v6only) or not _udp_bindable(fam, host, port, v6only):
+            return False
+    return True
+
+
+def _free_port_on(hosts):
+    for _ in range(1000):
+        port = _port_rng.randrange(_PORT_LOW, _PORT_HIGH)
+        if _port_free_everywhere(port, hosts):
+            return port
+    raise RuntimeError("no port free for TCP and UDP on %s" % ", ".join(hosts))
+
+
+def free_udp_port(host=V4):
+    """A port free for UDP and TCP on `host`, outside the ephemeral range."""
+    return _free_port_on([host])
+
+
+def free_udp_dual_port():
+    """A port free for UDP and TCP on 0.0.0.0 and [::] (V6ONLY), outside the
+    ephemeral range: for a service listening on a bare port."""
+    return _free_port_on(["0.0.0.0", "::"])
+
+
+def free_udp_loopback_port():
+    """A port free for UDP and TCP on 127.0.0.1 and ::1: the same port for
+    the backends of both families (klipper-lb's DEST_PORT)."""
+    return _free_port_on([V4, V6])
+
+
+def distinct_udp_dual_ports(n):
+    ports = []
+    while len(ports) < n:
+        p = free_udp_dual_port()
+        if p not in ports:
+            ports.append(p)
+    return ports
+
+
+def unused_udp_port(host=V4):
+    """A UDP port on `host` that nobody has bound: a datagram to it draws an
+    ICMP port unreachable."""
+    return free_udp_port(host)
+
+
+def family_name(family):
+    return "AF_INET6" if family == socket.AF_INET6 else "AF_INET"
+
+
+def udp_tag(tag, family):
+    """The prefix a tagged UDP backend puts before the datagram it returns."""
+    return ("%s %s|" % (tag, family_name(family))).encode()
+
+
+class UdpBackend:
+    """A UDP server on host:port (0: any) in a thread of its own.
+
+    mode 'echo' returns each datagram as it came; 'tagged' returns
+    b'TAG FAMILY|' + datagram (FAMILY as the server sees its peer); 'silent'
+    never answers. Every datagram received is recorded: `datagrams` is a
+    list of (peer, payload), `peers()` the distinct (ip, port) in the order
+    they first sent; `truncated` counts datagrams cut on reading (never
+    expected: the buffer holds the largest one)."""
+
+    def __init__(self, host, mode="echo", tag=None, port=0, rcvbuf=4 << 20):
+        self.host = host
+        self.family = family_of(host)
+        self.mode = mode
+        self.tag = tag if tag is not None else ("v6" if ":" in host else "v4")
+        self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, opt, rcvbuf)
+                break
+            except OSError:
+                continue
+        self.sock.bind((host, port))
+        self.addr = self.sock.getsockname()[:2]
+        self.port = self.addr[1]
+        self.lock = threading.Lock()
+        self.datagrams = []
+        self.truncated = 0
+        self.errors = []
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def fmt(self):
+        return fmt_addr(*self.addr)
+
+    def _run(self):
+        self.sock.settimeout(0.05)
+        while not self._stop:
+            try:
+                data, _, flags, peer = self.sock.recvmsg(UDP_BUF)
+            except socket.timeout:
+                continue
+            except OSError as e:
+                if self._stop or self.sock.fileno() < 0:
+                    return
+                self.errors.append(repr(e))
+                time.sleep(0.01)
+                continue
+            peer = peer[:2]
+            with self.lock:
+                self.datagrams.append((peer, data))
+                if flags & socket.MSG_TRUNC:
+                    self.truncated += 1
+            if self.mode == "silent":
+                continue
+            reply = data if self.mode == "echo" else udp_tag(self.tag, self.family) + data
+            try:
+                self.sock.sendto(reply, peer)
+            except OSError as e:
+                self.errors.append(repr(e))
+
+    def peers(self):
+        """The distinct peers, in the order they first sent."""
+        seen = {}
+        with self.lock:
+            for peer, _ in self.datagrams:
+                seen.setdefault(peer, None)
+        return list(seen)
+
+    def received(self):
+        with self.lock:
+            return list(self.datagrams)
+
+    def count(self):
+        with self.lock:
+            return len(self.datagrams)
+
+    def close(self):
+        self._stop = True
+        self.thread.join(T(5))
+        self.sock.close()
+
+
+@pytest.fixture
+def udp_backends():
+    """udp_backends(host, mode='echo', tag=None, port=0) -> a started
+    UdpBackend; all are closed at teardown."""
+    made = []
+
+    def make(host, mode="echo", tag=None, port=0):
+        b = UdpBackend(host, mode=mode, tag=tag, port=port)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()
+
+
+def udp_tcp_backends(backends, udp_backends, host, tag):
+    """A tagged UDP backend (udp_backends) and a tagged TCP one (backends,
+    counted) on the same port of `host`, for a `protocol = tcp, udp`
+    service (one backend address for both protocols). Returns the
+    UdpBackend."""
+    for _ in range(20):
+        port = free_udp_port(host)
+        try:
+            u = udp_backends(host, "tagged", tag, port=port)
+        except OSError:
+            continue
+        try:
+            start_counted_tagged(backends, host, tag, port=port)
+        except OSError:
+            continue
+        return u
+    raise RuntimeError("no port free for TCP and UDP on %s" % host)
+
+
+@pytest.fixture
+def udp_tagged(udp_backends):
+    """A tagged UDP backend on each family (tags 'v4' and 'v6')."""
+    return udp_backends(V4, "tagged", "v4"), udp_backends(V6, "tagged", "v6")
+
+
+@pytest.fixture
+def udp_socks():
+    """udp_socks(host, bind=None) -> a new UDP client socket bound to
+    (bind or host, 0); all are closed at teardown (request it after
+    proxy_factory, so they go first)."""
+    made = []
+
+    def make(host, bind=None):
+        s = socket.socket(family_of(host), socket.SOCK_DGRAM)
+        made.append(s)
+        s.bind((bind or host, 0))
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def sock_addr(sock):
+    """A socket's local address as dualproxy logs it ('127.0.0.1:5000')."""
+    return fmt_addr(*sock.getsockname()[:2])
+
+
+def udp_ask(sock, dest, payload, timeout=None, retry=None):
+    """Send `payload` to dest=(host, port) and wait for one datagram back;
+    with `retry`, send again every `retry` seconds meanwhile (UDP may drop,
+    a real client resends). Returns (data, source (ip, port)). Fails on
+    timeout."""
+    timeout = T(5) if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    sock.sendto(payload, dest)
+    next_send = None if retry is None else time.monotonic() + retry
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            raise AssertionError("%s -> %s: no answer to a %d-byte datagram within %.1fs"
+                                 % (sock_addr(sock), fmt_addr(*dest), len(payload), timeout))
+        wait = deadline - now
+        if next_send is not None:
+            wait = min(wait, max(0, next_send - now))
+        r, _, _ = select.select([sock], [], [], wait)
+        if r:
+            data, _, _, src = sock.recvmsg(UDP_BUF)
+            return data, src[:2]
+        if next_send is not None and time.monotonic() >= next_send:
+            sock.sendto(payload, dest)
+            next_send = time.monotonic() + retry
+
+
+def udp_quiet(sock, seconds):
+    """Nothing arrives on `sock` for `seconds`: fails with what came."""
+    r, _, _ = select.select([sock], [], [], seconds)
+    if r:
+        try:
+            data, src = sock.recvfrom(UDP_BUF)
+        except OSError:
+            return  # an ICMP error, no datagram
+        raise AssertionError("%s: got a %d-byte datagram from %s, expected none: %r"
+                             % (sock_addr(sock), len(data), fmt_addr(*src[:2]), data[:60]))
+
+
+def udp_exchange(socks, dests, payloads, timeout=None, retry=0.5, batch=100):
+    """Each socks[i] sends payloads[i] to dests[i] and waits for one datagram
+    back, all at the same time (sent in batches of `batch`; whoever has no
+    answer yet sends again every `retry` seconds). Returns the list of
+    answers (None where none came before `timeout`)."""
+    import selectors
+    timeout = T(20) if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    answers = [None] * len(socks)
+    sel = selectors.DefaultSelector()
+    for i, s in enumerate(socks):
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, i)
+    last_sent = [None] * len(socks)
+    pending = len(socks)
+    try:
+        def drain(wait):
+            nonlocal pending
+            for key, _ in sel.select(wait):
+                i = key.data
+                try:
+                    data = socks[i].recv(UDP_BUF)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    continue
+                if answers[i] is None:
+                    answers[i] = data
+                    pending -= 1
+                    sel.unregister(socks[i])
+
+        for start in range(0, len(socks), batch):
+            for i in range(start, min(start + batch, len(socks))):
+                try:
+                    socks[i].sendto(payloads[i], dests[i])
+                except BlockingIOError:
+                    pass
+                last_sent[i] = time.monotonic()
+            drain(0.005)
+        while pending and time.monotonic() < deadline:
+            drain(0.05)
+            now = time.monotonic()
+            resent = 0
+            for i in range(len(socks)):
+                if answers[i] is None and now - last_sent[i] >= retry:
+                    try:
+                        socks[i].sendto(payloads[i], dests[i])
+                    except BlockingIOError:
+                        pass
+                    last_sent[i] = now
+                    resent += 1
+                    if resent % batch == 0:
+                        drain(0.005)
+    finally:
+        sel.close()
+        for s in socks:
+            s.setblocking(True)
+    return answers
+
+
+FLOW_RE = re.compile(
+    r"flow service=(?P<service>\S+) client=(?P<client>\S+) "
+    r"backend=(?P<backend>\S+) up=(?P<up>\d+) down=(?P<down>\d+) "
+    r"datagrams_up=(?P<datagrams_up>\d+) datagrams_down=(?P<datagrams_down>\d+) "
+    r"duration=(?P<duration>\d+\.\d{3})s end=(?P<end>[a-z-]+)\s*$")
+
+
+def _flow_fields(m):
+    d = m.groupdict()
+    for k in ("up", "down", "datagrams_up", "datagrams_down"):
+        d[k] = int(d[k])
+    d["duration"] = float(d["duration"])
+    return d
+
+
+def flow_log(proxy, client, timeout=None, since=0):
+    """The debug line of the UDP flow of client address `client`
+    ('127.0.0.1:5000' / '[::1]:5000') when it ended, as a dict (numbers
+    as int, duration as float seconds)."""
+    m = proxy.wait_for(FLOW_RE.pattern, timeout=timeout, since=since,
+                       predicate=lambda m: m.group("client") == client)
+    return _flow_fields(m)
+
+
+def flow_logs(proxy, since=0):
+    """Every flow line logged so far, as dicts."""
+    return [_flow_fields(m) for m in (FLOW_RE.search(l) for l in proxy.grep(r"\bflow ", since))
+            if m]
+
+
+def udp_sockets(port):
+    """{(local address, inode)} of every UDP socket bound to local `port`,
+    from /proc/net/udp and udp6 (a socket kept across a reload keeps its
+    inode)."""
+    found = set()
+    for name, fam in (("udp", socket.AF_INET), ("udp6", socket.AF_INET6)):
+        try:
+            with open("/proc/net/" + name) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    hexaddr, hexport = fields[1].split(":")
+                    if int(hexport, 16) != port:
+                        continue
+                    raw = bytes.fromhex(hexaddr)
+                    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                    found.add((fmt_addr(socket.inet_ntop(fam, raw), port), fields[9]))
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def udp_refused(host, port, timeout=None):
+    """Nobody has UDP `port` bound on `host`: a connected socket's datagram
+    draws ICMP port unreachable (ECONNREFUSED on the next recv)."""
+    with socket.socket(family_of(host), socket.SOCK_DGRAM) as s:
+        s.connect((host, port))
+        s.settimeout(T(2) if timeout is None else timeout)
+        s.send(b"anyone there?")
+        try:
+            data = s.recv(UDP_BUF)
+        except ConnectionRefusedError:
+            return True
+        except socket.timeout:
+            return False
+        raise AssertionError("%s: answered %r, expected nobody there"
+                             % (fmt_addr(host, port), data[:60]))
+
+
+def metric_or_zero(m, name, **labels):
+    """A counter that may not be exposed before it counts anything."""
+    v = m.get(name, **labels)
+    return 0 if v is None else v
+
+
+def series(m, name, **labels):
+    """{frozenset(labels): value} of every series of `name` whose labels
+    include `labels`."""
+    want = set(labels.items())
+    return {l: v for (n, l), v in m.samples.items() if n == name and want <= set(l)}

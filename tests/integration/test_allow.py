@@ -129,13 +129,13 @@ def test_ini_allow_denies(proxy_factory, counted):
                        .replace("]", r"\]").replace(".", r"\."))
     assert_backend_untouched((counted["v4"][1], counted["v4"][0]),
                              (counted["v6"][1], counted["v6"][0]))
-    m = wait_metric(V4, mport, "dualproxy_denied_total", 5, service="web")
-    assert m.value("dualproxy_connections_total", service="web", family="ipv4") == 0
-    assert m.value("dualproxy_connections_total", service="web", family="ipv6") == 0
-    assert m.value("dualproxy_connections_active", service="web") == 0
-    assert m.value("dualproxy_bytes_total", service="web", direction="up") == 0
+    m = wait_metric(V4, mport, "dualproxy_denied_total", 5, protocol="tcp", service="web")
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv4") == 0
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv6") == 0
+    assert m.value("dualproxy_connections_active", protocol="tcp", service="web") == 0
+    assert m.value("dualproxy_bytes_total", protocol="tcp", service="web", direction="up") == 0
     for reason in ("refused", "timeout", "unreachable", "failed", "reset"):
-        assert m.value("dualproxy_backend_errors_total", service="web", reason=reason) == 0
+        assert m.value("dualproxy_backend_errors_total", protocol="tcp", service="web", reason=reason) == 0
     assert proxy.conn_logs() == [], "denied clients must not be relayed"
 
 
@@ -151,7 +151,7 @@ def test_ini_allow_permits(proxy_factory, counted):
     assert tagged_echo(V6, port, b"ok v6\n") == "v6 AF_INET6"
     assert (counted["v4"][1].accepted, counted["v6"][1].accepted) == (1, 1)
     m = scrape(V4, mport)
-    assert m.value("dualproxy_denied_total", service="web") == 0
+    assert m.value("dualproxy_denied_total", protocol="tcp", service="web") == 0
 
 
 def test_ini_allow_bare_address_is_host_prefix(proxy_factory, counted):
@@ -193,12 +193,12 @@ def test_allow_applies_per_service(proxy_factory, counted):
     assert tagged_echo(V4, p2, b"x\n") == "v4 AF_INET"
     denied_attempt(V6, p1)
     assert tagged_echo(V6, p2, b"x\n") == "v6 AF_INET6"
-    m = wait_metric(V4, mport, "dualproxy_denied_total", 2, service="closed")
-    assert m.value("dualproxy_denied_total", service="open") == 0
-    assert m.value("dualproxy_connections_total", service="open", family="ipv4") == 1
-    assert m.value("dualproxy_connections_total", service="open", family="ipv6") == 1
-    assert m.value("dualproxy_connections_total", service="closed", family="ipv4") == 0
-    assert m.value("dualproxy_connections_total", service="closed", family="ipv6") == 0
+    m = wait_metric(V4, mport, "dualproxy_denied_total", 2, protocol="tcp", service="closed")
+    assert m.value("dualproxy_denied_total", protocol="tcp", service="open") == 0
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="open", family="ipv4") == 1
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="open", family="ipv6") == 1
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="closed", family="ipv4") == 0
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="closed", family="ipv6") == 0
 
 
 def test_allow_follows_reload(proxy_factory, counted):
@@ -215,7 +215,7 @@ def test_allow_follows_reload(proxy_factory, counted):
     proxy = proxy_factory(deny, readable=True)
     denied_attempt(V4, port)
     denied_attempt(V6, port)
-    wait_metric(V4, mport, "dualproxy_denied_total", 2, service="web")
+    wait_metric(V4, mport, "dualproxy_denied_total", 2, protocol="tcp", service="web")
 
     assert proxy.reload_ok(allow) == (0, 2, 0)
     assert tagged_echo(V4, port, b"now in\n") == "v4 AF_INET"
@@ -227,7 +227,7 @@ def test_allow_follows_reload(proxy_factory, counted):
 
     assert proxy.reload_ok(deny) == (0, 2, 0)
     denied_attempt(V6, port)
-    m = wait_metric(V4, mport, "dualproxy_denied_total", 3, service="web")
-    assert m.value("dualproxy_connections_total", service="web", family="ipv4") == 2
-    assert m.value("dualproxy_connections_total", service="web", family="ipv6") == 1
+    m = wait_metric(V4, mport, "dualproxy_denied_total", 3, protocol="tcp", service="web")
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv4") == 2
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv6") == 1
     assert (counted["v4"][1].accepted, counted["v6"][1].accepted) == (2, 1)

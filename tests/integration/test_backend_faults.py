@@ -27,9 +27,9 @@ import time
 
 import pytest
 
-from conftest import (V4, V6, T, abort_socket, connect, family_of, fmt_addr,
+from conftest import (V4, V6, T, abort_socket, connect, family_of, fmt_addr, is_readable,
                       free_dual_port, ini, local_addr, pattern, proc_fds_but_pipes,
-                      proc_rss_kib, wait_closed, wait_fds_back, wait_until)
+                      proc_rss_kib, recv_exact, wait_closed, wait_fds_back, wait_until)
 
 BOTH = pytest.mark.parametrize("host", [V4, V6], ids=["ipv4", "ipv6"])
 
@@ -176,6 +176,42 @@ def test_backend_resets_mid_stream(proxy_factory, raw_servers, host, reader):
                 len(data), len(want), log["down"])
         assert log["end"] == "backend-reset", log
         assert log["down"] == len(want), log
+
+
+def answer_and_close(conn):
+    """The backend of a TLS server closing a connection: it reads the
+    request, answers, and closes its socket (as nginx does after
+    `Connection: close`), so what comes after is reset by its kernel."""
+    conn.recv(65536)
+    conn.sendall(b"response and close_notify")
+    conn.close()
+
+
+@BOTH
+def test_client_reset_after_backend_closed_ends_at_once(proxy_factory, raw_servers, host):
+    """A TLS client closing with the server's close_notify unread: its
+    last bytes (its own close_notify) go to a backend that has closed
+    already, then the client resets. The backend's kernel resets those
+    bytes, so they are never acknowledged: the relay must notice the reset
+    and end within a few milliseconds, not wait out its one-second linger
+    with descriptors held."""
+    b4 = raw_servers(V4, answer_and_close).addr
+    b6 = raw_servers(V6, answer_and_close).addr
+    port = free_dual_port()
+    proxy = proxy_factory(service(port, b4, b6))
+    for _ in range(5):
+        s = connect(host, port)
+        client = local_addr(s)
+        s.sendall(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert recv_exact(s, len(b"response and close_notify")) == b"response and close_notify"
+        wait_until(lambda: is_readable(s, 0), T(2), what="the backend's FIN relayed")
+        s.sendall(b"close_notify bytes")
+        time.sleep(0.05)  # let the proxy pass them on before the reset
+        abort_socket(s)
+        log = proxy.conn_log(client, timeout=T(2))
+        assert log["end"] == "client-reset", log
+        assert float(log["duration"]) < 0.5 * max(1, T(1)), \
+            "the relay lingered %ss on a reset backend" % log["duration"]
 
 
 @BOTH

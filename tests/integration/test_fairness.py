@@ -96,7 +96,7 @@ def echo_on(socks, tag):
 
 
 def metric(mport, name):
-    return scrape(V4, mport).value(name, service="svc")
+    return scrape(V4, mport).value(name, protocol="tcp", service="svc")
 
 
 def test_per_source_limit(proxy_factory, backends):
@@ -115,7 +115,7 @@ def test_per_source_limit(proxy_factory, backends):
                 a.append(s)
         limited = FLOOD - PER_SOURCE
         wait_metric(V4, mport, "dualproxy_source_limited_total", limited,
-                    timeout=T(15), service="svc")
+                    timeout=T(15), protocol="tcp", service="svc")
         wait_until(lambda: rec4.accepted >= PER_SOURCE, T(5), what="A's relays")
 
         closed = {}
@@ -163,7 +163,8 @@ def test_per_source_limit(proxy_factory, backends):
             s.close()
 
     # A lets go: its count returns to zero, and the limit applies afresh
-    wait_metric(V4, mport, "dualproxy_connections_active", 0, timeout=T(10), service="svc")
+    wait_metric(V4, mport, "dualproxy_connections_active", 0, timeout=T(10), protocol="tcp",
+                service="svc")
     again = []
     try:
         for _ in range(PER_SOURCE):
@@ -177,7 +178,7 @@ def test_per_source_limit(proxy_factory, backends):
             kind, _, data = wait_closed(extra, T(3))
             assert (kind, data) == ("reset", b""), \
                 "connection %d of A: %s with %r, expected a reset" % (PER_SOURCE + 1, kind, data)
-        wait_metric(V4, mport, "dualproxy_source_limited_total", limited + 1, service="svc")
+        wait_metric(V4, mport, "dualproxy_source_limited_total", limited + 1, protocol="tcp", service="svc")
         assert rec4.accepted == 2 * PER_SOURCE + 20
     finally:
         for s in again:

@@ -335,6 +335,9 @@ def test_config_daemonset_probes_metrics_port(config_ds, ini):
         assert probe and "httpGet" in probe, f"{kind}: an httpGet probe"
         assert probe["httpGet"]["path"] == "/healthz", kind
         assert port_of(probe["httpGet"]["port"], c) == metrics_port, f"{kind}: metrics port"
+        # the kubelet probes from the node; the pod's address is the node's,
+        # which metrics_allow's default may refuse: loopback is always admitted
+        assert probe["httpGet"].get("host") == "127.0.0.1", f"{kind}: host 127.0.0.1"
 
 
 def test_config_daemonset_prometheus_annotations(config_ds, ini):

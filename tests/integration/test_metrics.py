@@ -114,13 +114,13 @@ def check_headers(m):
 
 def assert_service_zero(m, name):
     for fam in ("ipv4", "ipv6"):
-        assert m.value("dualproxy_connections_total", service=name, family=fam) == 0
-    assert m.value("dualproxy_connections_active", service=name) == 0
+        assert m.value("dualproxy_connections_total", protocol="tcp", service=name, family=fam) == 0
+    assert m.value("dualproxy_connections_active", protocol="tcp", service=name) == 0
     for d in ("up", "down"):
-        assert m.value("dualproxy_bytes_total", service=name, direction=d) == 0
+        assert m.value("dualproxy_bytes_total", protocol="tcp", service=name, direction=d) == 0
     for r in REASONS:
-        assert m.value("dualproxy_backend_errors_total", service=name, reason=r) == 0
-    assert m.value("dualproxy_denied_total", service=name) == 0
+        assert m.value("dualproxy_backend_errors_total", protocol="tcp", service=name, reason=r) == 0
+    assert m.value("dualproxy_denied_total", protocol="tcp", service=name) == 0
 
 
 # --------------------------------------------------------------------------
@@ -150,22 +150,22 @@ def test_metrics_exact_counts(proxy_factory, sinks):
         rec = sinks[host][1]
         wait_until(lambda: rec.accepted == n, T(5), what="%d backend accepts" % n)
     m = scrape(V4, mport)
-    assert m.value("dualproxy_connections_active", service="plain") == 5
-    assert m.value("dualproxy_connections_active", service="pp") == 5
+    assert m.value("dualproxy_connections_active", protocol="tcp", service="plain") == 5
+    assert m.value("dualproxy_connections_active", protocol="tcp", service="pp") == 5
     finish_clients(socks_plain)
     finish_clients(socks_pp)
 
-    wait_metric(V4, mport, "dualproxy_connections_active", 0, service="plain")
-    m = wait_metric(V4, mport, "dualproxy_connections_active", 0, service="pp")
+    wait_metric(V4, mport, "dualproxy_connections_active", 0, protocol="tcp", service="plain")
+    m = wait_metric(V4, mport, "dualproxy_connections_active", 0, protocol="tcp", service="pp")
     check_headers(m)
     for name in ("plain", "pp"):
-        assert m.value("dualproxy_connections_total", service=name, family="ipv4") == 3, name
-        assert m.value("dualproxy_connections_total", service=name, family="ipv6") == 2, name
-        assert m.value("dualproxy_bytes_total", service=name, direction="up") == 5 * UP, name
-        assert m.value("dualproxy_bytes_total", service=name, direction="down") == 5 * DOWN, name
+        assert m.value("dualproxy_connections_total", protocol="tcp", service=name, family="ipv4") == 3, name
+        assert m.value("dualproxy_connections_total", protocol="tcp", service=name, family="ipv6") == 2, name
+        assert m.value("dualproxy_bytes_total", protocol="tcp", service=name, direction="up") == 5 * UP, name
+        assert m.value("dualproxy_bytes_total", protocol="tcp", service=name, direction="down") == 5 * DOWN, name
         for r in REASONS:
-            assert m.value("dualproxy_backend_errors_total", service=name, reason=r) == 0
-        assert m.value("dualproxy_denied_total", service=name) == 0
+            assert m.value("dualproxy_backend_errors_total", protocol="tcp", service=name, reason=r) == 0
+        assert m.value("dualproxy_denied_total", protocol="tcp", service=name) == 0
 
     # the pp backends did get the headers (16 + 12 for IPv4, 16 + 36 for IPv6):
     # so the header was sent and yet not counted
@@ -207,11 +207,11 @@ def test_metrics_counts_large_transfer(proxy_factory, backends, pp):
         received = rec.data(i)
         assert len(received) == len(header) + up
         assert received == header + data
-    m = wait_metric(V4, mport, "dualproxy_connections_active", 0, service="bulk")
-    assert m.value("dualproxy_bytes_total", service="bulk", direction="up") == 2 * up
-    assert m.value("dualproxy_bytes_total", service="bulk", direction="down") == 2 * down
-    assert m.value("dualproxy_connections_total", service="bulk", family="ipv4") == 1
-    assert m.value("dualproxy_connections_total", service="bulk", family="ipv6") == 1
+    m = wait_metric(V4, mport, "dualproxy_connections_active", 0, protocol="tcp", service="bulk")
+    assert m.value("dualproxy_bytes_total", protocol="tcp", service="bulk", direction="up") == 2 * up
+    assert m.value("dualproxy_bytes_total", protocol="tcp", service="bulk", direction="down") == 2 * down
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="bulk", family="ipv4") == 1
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="bulk", family="ipv6") == 1
 
 
 def test_backend_refused_counted(proxy_factory):
@@ -228,13 +228,13 @@ def test_backend_refused_counted(proxy_factory):
     for i, host in enumerate([V4, V6, V4]):
         expect_rst(host, port)  # closed with RST, not a byte
         wait_metric(V4, mport, "dualproxy_backend_errors_total", i + 1,
-                    service="dead", reason="refused")
-    m = wait_metric(V4, mport, "dualproxy_connections_active", 0, service="dead")
+                    protocol="tcp", service="dead", reason="refused")
+    m = wait_metric(V4, mport, "dualproxy_connections_active", 0, protocol="tcp", service="dead")
     for r in REASONS:
         if r != "refused":
-            assert m.value("dualproxy_backend_errors_total", service="dead", reason=r) == 0, r
-    assert m.value("dualproxy_bytes_total", service="dead", direction="up") == 0
-    assert m.value("dualproxy_bytes_total", service="dead", direction="down") == 0
+            assert m.value("dualproxy_backend_errors_total", protocol="tcp", service="dead", reason=r) == 0, r
+    assert m.value("dualproxy_bytes_total", protocol="tcp", service="dead", direction="up") == 0
+    assert m.value("dualproxy_bytes_total", protocol="tcp", service="dead", direction="down") == 0
 
 
 def test_backend_timeout_counted(proxy_factory, backends):
@@ -253,7 +253,7 @@ def test_backend_timeout_counted(proxy_factory, backends):
     """ % (mport, port, fmt_addr(*hole4), fmt_addr(*hole6))))
     socks = [connect(V4, port), connect(V6, port)]
     m = scrape(V4, mport)
-    assert m.value("dualproxy_connections_active", service="hole") == 2
+    assert m.value("dualproxy_connections_active", protocol="tcp", service="hole") == 2
     for s in socks:
         try:
             wait_closed(s, T(5))
@@ -261,9 +261,9 @@ def test_backend_timeout_counted(proxy_factory, backends):
             pass
         s.close()
     m = wait_metric(V4, mport, "dualproxy_backend_errors_total", 2,
-                    service="hole", reason="timeout")
-    assert m.value("dualproxy_backend_errors_total", service="hole", reason="refused") == 0
-    wait_metric(V4, mport, "dualproxy_connections_active", 0, service="hole")
+                    protocol="tcp", service="hole", reason="timeout")
+    assert m.value("dualproxy_backend_errors_total", protocol="tcp", service="hole", reason="refused") == 0
+    wait_metric(V4, mport, "dualproxy_connections_active", 0, protocol="tcp", service="hole")
 
 
 def test_backend_reset_counted(proxy_factory, backends):
@@ -284,12 +284,12 @@ def test_backend_reset_counted(proxy_factory, backends):
         assert recv_exact(s, 3) == b"bye"
         wait_closed(s, T(5))
     m = wait_metric(V4, mport, "dualproxy_backend_errors_total", 1,
-                    service="flaky", reason="reset")
-    m = wait_metric(V4, mport, "dualproxy_connections_active", 0, service="flaky")
-    assert m.value("dualproxy_bytes_total", service="flaky", direction="up") == 5
-    assert m.value("dualproxy_bytes_total", service="flaky", direction="down") == 3
+                    protocol="tcp", service="flaky", reason="reset")
+    m = wait_metric(V4, mport, "dualproxy_connections_active", 0, protocol="tcp", service="flaky")
+    assert m.value("dualproxy_bytes_total", protocol="tcp", service="flaky", direction="up") == 5
+    assert m.value("dualproxy_bytes_total", protocol="tcp", service="flaky", direction="down") == 3
     for r in ("refused", "timeout", "unreachable", "failed"):
-        assert m.value("dualproxy_backend_errors_total", service="flaky", reason=r) == 0
+        assert m.value("dualproxy_backend_errors_total", protocol="tcp", service="flaky", reason=r) == 0
 
 
 def test_build_info_matches_binary(proxy_factory, sinks):
@@ -320,7 +320,7 @@ def test_reload_counters(proxy_factory, sinks, write_config):
     """ % mport
     proxy = proxy_factory(ini(head + svc("web", web, sinks)), readable=True)
     traffic(web, [V4, V6, V6])
-    wait_metric(V4, mport, "dualproxy_connections_active", 0, service="web")
+    wait_metric(V4, mport, "dualproxy_connections_active", 0, protocol="tcp", service="web")
 
     # a good reload that adds a service
     assert proxy.reload_ok(ini(head + svc("web", web, sinks) + svc("extra", extra, sinks))) \
@@ -328,10 +328,10 @@ def test_reload_counters(proxy_factory, sinks, write_config):
     m = scrape(V4, mport)
     assert m.value("dualproxy_reloads_total", result="success") == 1
     assert m.value("dualproxy_reloads_total", result="failure") == 0
-    assert m.value("dualproxy_connections_total", service="web", family="ipv4") == 1
-    assert m.value("dualproxy_connections_total", service="web", family="ipv6") == 2
-    assert m.value("dualproxy_bytes_total", service="web", direction="up") == 3 * UP
-    assert m.value("dualproxy_bytes_total", service="web", direction="down") == 3 * DOWN
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv4") == 1
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv6") == 2
+    assert m.value("dualproxy_bytes_total", protocol="tcp", service="web", direction="up") == 3 * UP
+    assert m.value("dualproxy_bytes_total", protocol="tcp", service="web", direction="down") == 3 * DOWN
     assert_service_zero(m, "extra")
     check_headers(m)
 
@@ -341,18 +341,18 @@ def test_reload_counters(proxy_factory, sinks, write_config):
     m = scrape(V4, mport)
     assert m.value("dualproxy_reloads_total", result="success") == 1
     assert m.value("dualproxy_reloads_total", result="failure") == 1
-    assert m.value("dualproxy_connections_total", service="web", family="ipv6") == 2
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv6") == 2
 
     # the counters carry on from where they were
     traffic(web, [V4])
     traffic(extra, [V6])
-    wait_metric(V4, mport, "dualproxy_connections_active", 0, service="web")
-    m = wait_metric(V4, mport, "dualproxy_connections_active", 0, service="extra")
-    assert m.value("dualproxy_connections_total", service="web", family="ipv4") == 2
-    assert m.value("dualproxy_connections_total", service="web", family="ipv6") == 2
-    assert m.value("dualproxy_bytes_total", service="web", direction="up") == 4 * UP
-    assert m.value("dualproxy_bytes_total", service="web", direction="down") == 4 * DOWN
-    assert m.value("dualproxy_connections_total", service="extra", family="ipv6") == 1
+    wait_metric(V4, mport, "dualproxy_connections_active", 0, protocol="tcp", service="web")
+    m = wait_metric(V4, mport, "dualproxy_connections_active", 0, protocol="tcp", service="extra")
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv4") == 2
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv6") == 2
+    assert m.value("dualproxy_bytes_total", protocol="tcp", service="web", direction="up") == 4 * UP
+    assert m.value("dualproxy_bytes_total", protocol="tcp", service="web", direction="down") == 4 * DOWN
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="extra", family="ipv6") == 1
 
     # a second good reload, back to a good file
     assert proxy.reload_ok(ini(head + svc("web", web, sinks) + svc("extra", extra, sinks))) \
@@ -360,7 +360,7 @@ def test_reload_counters(proxy_factory, sinks, write_config):
     m = scrape(V4, mport)
     assert m.value("dualproxy_reloads_total", result="success") == 2
     assert m.value("dualproxy_reloads_total", result="failure") == 1
-    assert m.value("dualproxy_bytes_total", service="web", direction="up") == 4 * UP
+    assert m.value("dualproxy_bytes_total", protocol="tcp", service="web", direction="up") == 4 * UP
 
 
 def test_reload_failure_keeps_endpoint(proxy_factory, sinks):
@@ -432,8 +432,8 @@ def test_bare_port_serves_both_families(proxy_factory, sinks):
         [global]
         metrics_listen = %d
     """ % mport + svc("web", port, sinks)))
-    assert scrape(V4, mport).value("dualproxy_denied_total", service="web") == 0
-    assert scrape(V6, mport).value("dualproxy_denied_total", service="web") == 0
+    assert scrape(V4, mport).value("dualproxy_denied_total", protocol="tcp", service="web") == 0
+    assert scrape(V6, mport).value("dualproxy_denied_total", protocol="tcp", service="web") == 0
     assert http_get(V6, mport, "/healthz").body == b"ok\n"
 
 
@@ -496,7 +496,7 @@ def test_http_junk(endpoint):
             s.sendall(part)
 
     # still serving
-    assert scrape(V4, mport).value("dualproxy_connections_active", service="web") == 0
+    assert scrape(V4, mport).value("dualproxy_connections_active", protocol="tcp", service="web") == 0
     traffic(port, [V4, V6])
     assert http_get(V4, mport, "/healthz").body == b"ok\n"
 
@@ -549,8 +549,8 @@ def test_http_silent_clients(endpoint):
     assert late, "no silent client was kept until the 5 s timeout: %r" % sorted(closed_at)
     assert max(closed_at) < T(5) + 4, sorted(closed_at)
     m = scrape(V4, mport)
-    assert m.value("dualproxy_connections_total", service="web", family="ipv4") == 1
-    assert m.value("dualproxy_connections_total", service="web", family="ipv6") == 1
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv4") == 1
+    assert m.value("dualproxy_connections_total", protocol="tcp", service="web", family="ipv6") == 1
     traffic(port, [V4])
 
 

@@ -250,7 +250,7 @@ def test_series_of_a_removed_service_go_with_its_last_connection(proxy_factory, 
         assert recv_exact(live, len(b"v4 AF_INET\n")) == b"v4 AF_INET\n"
         assert proxy.reload_ok(ini(web)) == (0, 2, 2)
         m = scrape(V4, mport)
-        assert m.value("dualproxy_connections_active", service="gone") == 1
+        assert m.value("dualproxy_connections_active", service="gone", protocol="tcp") == 1
         live.sendall(b"still")
         assert recv_exact(live, 5) == b"still"
     finally:
@@ -258,7 +258,7 @@ def test_series_of_a_removed_service_go_with_its_last_connection(proxy_factory, 
     wait_until(lambda: "gone" not in service_labels(scrape(V4, mport)), T(5),
                what="the series of [gone] to go")
     assert scrape(V4, mport).value("dualproxy_connections_total", service="web",
-                                   family="ipv4") == 0
+                                   family="ipv4", protocol="tcp") == 0
 
 
 # --------------------------------------------------------------------------

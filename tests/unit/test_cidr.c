@@ -570,7 +570,7 @@ static void test_list_has_family(void **state)
 	assert_true(cidr_list_has_family(&list, AF_INET));
 	assert_true(cidr_list_has_family(&list, AF_INET6));
 
-	memset(&list, 0, sizeof(list));
+	cidr_list_free(&list);
 	c = parse_ok("::/0");
 	assert_int_equal(cidr_list_add(&list, &c, &err), 0);
 	assert_false(cidr_list_has_family(&list, AF_INET));

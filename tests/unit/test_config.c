@@ -418,6 +418,80 @@ static void test_listen_no_conflict(void **state)
 	config_unref(cfg);
 }
 
+static void test_protocol(void **state)
+{
+	(void)state;
+	struct config *cfg = load_ok("[tcp]\nlisten = 80\nbackend4 = 10.0.0.1:80\n"
+				     "[udp]\nlisten = 53\nprotocol = udp\nbackend4 = 10.0.0.1:53\n"
+				     "[both]\nlisten = 443\nprotocol = udp tcp\n"
+				     "backend4 = 10.0.0.1:443\n"
+				     "[both2]\nlisten = 444\nprotocol = tcp,udp\n"
+				     "backend4 = 10.0.0.1:444\n");
+	const struct service *s = cfg->services;
+	assert_true(s->tcp && !s->udp);
+	assert_int_equal(s->protocol_line, 0);
+	s = s->next;
+	assert_true(!s->tcp && s->udp);
+	assert_int_equal(s->protocol_line, 6);
+	s = s->next;
+	assert_true(s->tcp && s->udp);
+	s = s->next;
+	assert_true(s->tcp && s->udp);
+	config_unref(cfg);
+
+	/* a TCP and a UDP service may share an address; two of one protocol not */
+	cfg = load_ok("[dns-udp]\nlisten = 53\nprotocol = udp\nbackend4 = 10.0.0.1:53\n"
+		      "[dns-tcp]\nlisten = 53\nbackend4 = 10.0.0.1:53\n");
+	config_unref(cfg);
+	assert_config_error("[a]\nlisten = 53\nprotocol = udp\nbackend4 = 10.0.0.1:53\n"
+			    "[b]\nlisten = 127.0.0.1:53\nprotocol = tcp, udp\n"
+			    "backend4 = 10.0.0.1:53\n",
+			    6, "listen 127.0.0.1:53 conflicts with 0.0.0.0:53 of [a] (line 2)");
+	/* metrics_listen is TCP: no clash with a UDP service's port */
+	cfg = load_ok("[global]\nmetrics_listen = 9180\n"
+		      "[u]\nlisten = 9180\nprotocol = udp\nbackend4 = 10.0.0.1:53\n");
+	config_unref(cfg);
+
+	assert_config_error("[a]\nlisten = 53\nprotocol = sctp\nbackend4 = 10.0.0.1:53\n", 3,
+			    "protocol: expected tcp, udp or both: 'sctp'");
+	assert_config_error("[a]\nlisten = 53\nprotocol = udp, udp\nbackend4 = 10.0.0.1:53\n",
+			    3, "protocol: 'udp' given twice");
+	assert_config_error("[a]\nlisten = 53\nprotocol = ,\nbackend4 = 10.0.0.1:53\n", 3,
+			    "protocol: empty value");
+	/* no PROXY header on UDP: reported at the later of the two lines */
+	assert_config_error("[a]\nlisten = 443\nprotocol = tcp, udp\nproxy_protocol = v2\n"
+			    "backend4 = 10.0.0.1:443\n",
+			    4, "[a]: proxy_protocol with protocol udp");
+	assert_config_error("[a]\nlisten = 443\nproxy_protocol = v1\nprotocol = udp\n"
+			    "backend4 = 10.0.0.1:443\n",
+			    4, "[a]: proxy_protocol with protocol udp");
+	cfg = load_ok("[a]\nlisten = 443\nproxy_protocol = off\nprotocol = udp\n"
+		      "backend4 = 10.0.0.1:443\n");
+	config_unref(cfg);
+}
+
+static void test_udp_idle_timeouts(void **state)
+{
+	(void)state;
+	/* no idle_timeout anywhere: conntrack's defaults for UDP, 15m for TCP */
+	struct config *cfg = load_ok("[a]\nlisten = 53\nprotocol = tcp, udp\n"
+				     "backend4 = 10.0.0.1:53\n");
+	assert_true(cfg->services->udp_idle_unreplied == DEFAULT_UDP_IDLE_UNREPLIED);
+	assert_true(cfg->services->udp_idle_replied == DEFAULT_UDP_IDLE_REPLIED);
+	assert_true(cfg->services->idle_timeout == DEFAULT_IDLE_TIMEOUT);
+	config_unref(cfg);
+	/* set in [global] or in the service: that value for both */
+	cfg = load_ok("[global]\nidle_timeout = 10s\n"
+		      "[a]\nlisten = 53\nprotocol = udp\nbackend4 = 10.0.0.1:53\n"
+		      "[b]\nlisten = 54\nprotocol = udp\nidle_timeout = 2m\n"
+		      "backend4 = 10.0.0.1:53\n");
+	assert_true(cfg->services->udp_idle_unreplied == 10.0);
+	assert_true(cfg->services->udp_idle_replied == 10.0);
+	assert_true(cfg->services->next->udp_idle_unreplied == 120.0);
+	assert_true(cfg->services->next->udp_idle_replied == 120.0);
+	config_unref(cfg);
+}
+
 static void test_section_names(void **state)
 {
 	(void)state;
@@ -1408,6 +1482,8 @@ int main(void)
 		cmocka_unit_test(test_explicit_listen_list),
 		cmocka_unit_test(test_listen_limit),
 		cmocka_unit_test(test_listen_no_conflict),
+		cmocka_unit_test(test_protocol),
+		cmocka_unit_test(test_udp_idle_timeouts),
 		cmocka_unit_test(test_section_names),
 		cmocka_unit_test(test_service_backend),
 		cmocka_unit_test(test_service_backend_loaded),

@@ -348,6 +348,26 @@ static void test_dest_ips_precedence(void **state)
 	config_unref(cfg);
 }
 
+static void test_dest_proto_udp(void **state)
+{
+	(void)state;
+	static const char *const protos[] = { "DEST_PROTO=UDP", "DEST_PROTO=udp" };
+	for (size_t i = 0; i < sizeof(protos) / sizeof(protos[0]); i++) {
+		char *proto = strdup(protos[i]);
+		assert_non_null(proto);
+		struct config *cfg = load_ok(ENV("SRC_PORT=53", proto, "DEST_PORT=5353",
+						 "DEST_IPS=10.43.0.10,fd45::a"));
+		const struct service *svc = cfg->services;
+		assert_string_equal(svc->name, "lb-udp-53");
+		assert_true(svc->udp);
+		assert_false(svc->tcp);
+		assert_listens_any(svc, 53);
+		assert_addr(&svc->backend4, "10.43.0.10:5353");
+		config_unref(cfg);
+		free(proto);
+	}
+}
+
 static void test_dest_proto_tcp(void **state)
 {
 	(void)state;
@@ -488,13 +508,6 @@ static void test_error_dest_proto(void **state)
 	(void)state;
 	struct config_error err;
 
-	check_error(ENV("SRC_PORT=80", "DEST_PROTO=UDP", "DEST_PORT=53", "DEST_IPS=10.0.0.1"),
-		    CONTAINS, "DEST_PROTO", &err, __FILE__, __LINE__);
-	assert_non_null(strstr(err.msg, "not supported"));
-	assert_non_null(strstr(err.msg, "UDP"));
-	check_error(ENV("SRC_PORT=53", "DEST_PROTO=udp", "DEST_PORT=53", "DEST_IPS=10.0.0.1"),
-		    CONTAINS, "not supported", &err, __FILE__, __LINE__);
-	assert_non_null(strstr(err.msg, "DEST_PROTO"));
 	check_error(ENV("SRC_PORT=80", "DEST_PROTO=SCTP", "DEST_PORT=80", "DEST_IPS=10.0.0.1"),
 		    STARTS_WITH, "DEST_PROTO:", &err, __FILE__, __LINE__);
 	assert_non_null(strstr(err.msg, "SCTP"));
@@ -705,7 +718,7 @@ static void test_text(void **state)
 
 	char *text = envconfig_text(env, &err);
 	assert_non_null(text);
-	assert_non_null(strstr(text, "[lb-tcp-80]\nlisten = 0.0.0.0:80 [::]:80\n"));
+	assert_non_null(strstr(text, "[lb-tcp-80]\nprotocol = tcp\nlisten = 0.0.0.0:80 [::]:80\n"));
 	assert_non_null(strstr(text, "backend4 = 10.43.206.211:30080\n"));
 	assert_non_null(strstr(text, "backend6 = [fd45:a71:55a6:1:2:1:0:db1]:30080\n"));
 	assert_non_null(strstr(text, "allow = 10.0.0.0/8\nallow = fd00::/8\n"));
@@ -737,6 +750,7 @@ int main(void)
 		cmocka_unit_test(test_dest_ip_pair),
 		cmocka_unit_test(test_dest_ips_precedence),
 		cmocka_unit_test(test_dest_proto_tcp),
+		cmocka_unit_test(test_dest_proto_udp),
 		cmocka_unit_test(test_src_ranges_both_families),
 		cmocka_unit_test(test_src_ranges_ipv4_only),
 		cmocka_unit_test(test_src_ranges_ipv6_only),
