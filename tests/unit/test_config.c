@@ -1230,6 +1230,37 @@ static void test_error_backend_is_own_listener(void **state)
 			    "line 5)");
 }
 
+/* Only a listener of a protocol the service relays is a loop. */
+static void test_backend_loop_by_protocol(void **state)
+{
+	(void)state;
+	assert_config_error("[dns]\n"
+			    "protocol = udp\n"
+			    "listen = 5353\n"
+			    "backend4 = 127.0.0.1:5353\n",
+			    4, "backend4 127.0.0.1:5353 is an address of this host, where [dns] "
+			    "listens with 0.0.0.0:5353 (line 3)");
+	assert_config_error("[a]\n"
+			    "protocol = udp\n"
+			    "listen = 127.0.0.1:5353\n"
+			    "backend4 = 10.43.0.10:53\n"
+			    "[b]\n"
+			    "protocol = tcp, udp\n"
+			    "listen = 127.0.0.1:5354\n"
+			    "backend4 = 127.0.0.1:5353\n",
+			    8, "is dualproxy's own listen address (of [a], line 3)");
+	/* a TCP service's backend on a UDP listener, and the other way round */
+	struct config *cfg = load_ok("[udp]\n"
+				     "protocol = udp\n"
+				     "listen = 127.0.0.1:9000\n"
+				     "backend4 = 127.0.0.1:9001\n"
+				     "[tcp]\n"
+				     "listen = 127.0.0.1:9001\n"
+				     "backend4 = 127.0.0.1:9000\n");
+	assert_int_equal(cfg->n_services, 2);
+	config_unref(cfg);
+}
+
 static void test_backend_next_to_own_listener(void **state)
 {
 	(void)state;
@@ -1519,6 +1550,7 @@ int main(void)
 		cmocka_unit_test(test_error_duration_too_short),
 		cmocka_unit_test(test_error_backend_is_own_listener),
 		cmocka_unit_test(test_backend_next_to_own_listener),
+		cmocka_unit_test(test_backend_loop_by_protocol),
 		cmocka_unit_test(test_error_backend_is_interface_address),
 		cmocka_unit_test(test_many_services),
 		cmocka_unit_test(test_load_file_not_regular),
