@@ -2123,3 +2123,24 @@ def series(m, name, **labels):
     include `labels`."""
     want = set(labels.items())
     return {l: v for (n, l), v in m.samples.items() if n == name and want <= set(l)}
+
+
+# --------------------------------------------------------------------------
+# what the daemon's memory figures mean
+
+_plain = []
+
+
+def plain_allocator():
+    """True when the daemon under test allocates with glibc's malloc, so
+    that its RSS says what dualproxy holds: not a sanitizer build (ASan keeps
+    freed memory in quarantine) and not run through a wrapper script such as
+    tests/valgrind.sh (valgrind replaces malloc)."""
+    if not _plain:
+        try:
+            with open(BINARY, "rb") as f:
+                data = f.read()
+            _plain.append(not data.startswith(b"#!") and b"__asan_init" not in data)
+        except OSError:
+            _plain.append(False)
+    return _plain[0]
