@@ -331,10 +331,9 @@ static int apply(struct dualproxy *dp, struct config *cfg, struct listeners_diff
 				  "opened again: restart dualproxy");
 		goto fail;
 	}
-	if (close_first || open_after)
+	if ((close_first || open_after) && cfg->n_metrics_listen > 0)
 		log_info("metrics_listen %s: open after what it overlaps closed: refused "
-			 "connections for up to %.1f ms",
-			 cfg->n_metrics_listen > 0 ? addr_format(&cfg->metrics_listen[0], a) : "none",
+			 "connections for up to %.1f ms", addr_format(&cfg->metrics_listen[0], a),
 			 now_ms() - closed_at);
 	if (m != dp->metrics) {
 		metrics_close(dp->metrics);

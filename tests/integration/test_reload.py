@@ -740,3 +740,16 @@ def test_metrics_move_rolled_back_when_it_cannot_bind(proxy_factory, tags):
     assert tagged_echo(V4, s, b"x") == "b4 AF_INET"
     assert scrape(V4, m).value("dualproxy_reloads_total", result="failure") == 1
     check_web(port, "a")
+
+
+def test_metrics_removed_for_a_service_on_its_port(proxy_factory, tags):
+    """metrics_listen goes away and a service takes its port in the same
+    reload: the endpoint closes first, then the listener binds."""
+    port, m = distinct_dual_ports(2)
+    body = web(port, tags["a4"], tags["a6"])
+    proxy = proxy_factory(with_metrics("127.0.0.1:%d" % m, body), readable=True)
+    since = proxy.mark()
+    assert proxy.reload_ok(ini(body + side(m, tags["b4"]))) == (1, 2, 0)
+    assert proxy.grep(r"closing metrics on %s first" % re.escape(fmt_addr(V4, m)), since=since)
+    assert tagged_echo(V4, m, b"x") == "b4 AF_INET"
+    check_web(port, "a")
