@@ -2,6 +2,7 @@
 #include "autoconfig.h"
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,9 @@
 #include "addr.h"
 
 #define PORT_DIGITS_MAX 5
+#define SCOPE_INDEX_MAX 0xffffffffUL
+/* an IPv6 address with "%" and an interface name */
+#define HOST_MAX (INET6_ADDRSTRLEN + IF_NAMESIZE)
 
 int addr_parse_port(const char *s, uint16_t *port, const char **err)
 {
@@ -51,9 +55,72 @@ static void set_v6(struct addr *a, const struct in6_addr *ip, uint16_t port)
 	a->len = sizeof(a->u.in6);
 }
 
+/* True for fe80::/10. */
+static bool link_local6(const struct in6_addr *ip)
+{
+	return ip->s6_addr[0] == 0xfe && (ip->s6_addr[1] & 0xc0) == 0x80;
+}
+
+/* "IPV6" or "IPV6%SCOPE" (an interface name or index, link-local only). */
+static int parse_ip6(const char *host, struct in6_addr *ip, uint32_t *scope,
+		     const char **err)
+{
+	char ipbuf[INET6_ADDRSTRLEN + 1];
+	const char *pct = strchr(host, '%');
+	size_t iplen = pct != NULL ? (size_t)(pct - host) : strlen(host);
+
+	*scope = 0;
+	if (iplen == 0 || iplen >= sizeof(ipbuf)) {
+		*err = "bad IPv6 address";
+		return -1;
+	}
+	memcpy(ipbuf, host, iplen);
+	ipbuf[iplen] = '\0';
+	if (inet_pton(AF_INET6, ipbuf, ip) != 1) {
+		*err = "bad IPv6 address";
+		return -1;
+	}
+	if (pct == NULL)
+		return 0;
+	const char *name = pct + 1;
+	size_t n = strlen(name);
+	if (n == 0 || n >= IF_NAMESIZE) {
+		*err = "bad interface after '%'";
+		return -1;
+	}
+	if (!link_local6(ip)) {
+		*err = "an interface (%IFACE) only goes with a link-local address (fe80::/10)";
+		return -1;
+	}
+	if (strspn(name, "0123456789") == n) {
+		unsigned long v = strtoul(name, NULL, 10);
+		if (v == 0 || v > SCOPE_INDEX_MAX) {
+			*err = "bad interface index after '%'";
+			return -1;
+		}
+		*scope = (uint32_t)v;
+		return 0;
+	}
+	*scope = if_nametoindex(name);
+	if (*scope == 0) {
+		*err = "no such interface after '%'";
+		return -1;
+	}
+	return 0;
+}
+
+static int parse_ip4(const char *host, struct in_addr *ip, const char **err)
+{
+	if (inet_pton(AF_INET, host, ip) != 1) {
+		*err = "bad IPv4 address";
+		return -1;
+	}
+	return 0;
+}
+
 int addr_parse(const char *s, struct addr *out, const char **err)
 {
-	char host[INET6_ADDRSTRLEN + 1];
+	char host[HOST_MAX + 1];
 	const char *port_str;
 	size_t hlen;
 	uint16_t port;
@@ -77,13 +144,13 @@ int addr_parse(const char *s, struct addr *out, const char **err)
 		host[hlen] = '\0';
 		port_str = close + 2;
 		struct in6_addr ip6;
-		if (inet_pton(AF_INET6, host, &ip6) != 1) {
-			*err = "bad IPv6 address";
+		uint32_t scope;
+		if (parse_ip6(host, &ip6, &scope, err) < 0)
 			return -1;
-		}
 		if (addr_parse_port(port_str, &port, err) < 0)
 			return -1;
 		set_v6(out, &ip6, port);
+		out->u.in6.sin6_scope_id = scope;
 		return 0;
 	}
 
@@ -104,13 +171,33 @@ int addr_parse(const char *s, struct addr *out, const char **err)
 	memcpy(host, s, hlen);
 	host[hlen] = '\0';
 	struct in_addr ip4;
-	if (inet_pton(AF_INET, host, &ip4) != 1) {
-		*err = "bad IPv4 address";
+	if (parse_ip4(host, &ip4, err) < 0)
 		return -1;
-	}
 	if (addr_parse_port(colon + 1, &port, err) < 0)
 		return -1;
 	set_v4(out, &ip4, port);
+	return 0;
+}
+
+int addr_parse_ip(const char *s, struct addr *out, const char **err)
+{
+	if (strchr(s, ':') != NULL) {
+		struct in6_addr ip6;
+		uint32_t scope;
+		if (strlen(s) > HOST_MAX) {
+			*err = "bad IPv6 address";
+			return -1;
+		}
+		if (parse_ip6(s, &ip6, &scope, err) < 0)
+			return -1;
+		set_v6(out, &ip6, 0);
+		out->u.in6.sin6_scope_id = scope;
+		return 0;
+	}
+	struct in_addr ip4;
+	if (parse_ip4(s, &ip4, err) < 0)
+		return -1;
+	set_v4(out, &ip4, 0);
 	return 0;
 }
 
@@ -164,8 +251,16 @@ char *addr_format(const struct addr *a, char *buf)
 		inet_ntop(AF_INET, &a->u.in.sin_addr, ip, sizeof(ip));
 		snprintf(buf, ADDR_STRLEN, "%s:%u", ip, ntohs(a->u.in.sin_port));
 	} else if (a->u.sa.sa_family == AF_INET6) {
+		char scope[IF_NAMESIZE + 1] = "";
 		inet_ntop(AF_INET6, &a->u.in6.sin6_addr, ip, sizeof(ip));
-		snprintf(buf, ADDR_STRLEN, "[%s]:%u", ip, ntohs(a->u.in6.sin6_port));
+		if (a->u.in6.sin6_scope_id != 0) {
+			char name[IF_NAMESIZE];
+			if (if_indextoname(a->u.in6.sin6_scope_id, name) != NULL)
+				snprintf(scope, sizeof(scope), "%%%s", name);
+			else
+				snprintf(scope, sizeof(scope), "%%%u", a->u.in6.sin6_scope_id);
+		}
+		snprintf(buf, ADDR_STRLEN, "[%s%s]:%u", ip, scope, ntohs(a->u.in6.sin6_port));
 	} else {
 		snprintf(buf, ADDR_STRLEN, "(unknown)");
 	}
@@ -201,6 +296,64 @@ bool addr_is_wildcard(const struct addr *a)
 	if (a->u.sa.sa_family == AF_INET)
 		return a->u.in.sin_addr.s_addr == htonl(INADDR_ANY);
 	return a->u.sa.sa_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr);
+}
+
+bool addr_is_loopback(const struct addr *a)
+{
+	if (a->u.sa.sa_family == AF_INET)
+		return (ntohl(a->u.in.sin_addr.s_addr) >> 24) == IN_LOOPBACKNET;
+	return a->u.sa.sa_family == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&a->u.in6.sin6_addr);
+}
+
+bool addr_is_link_local(const struct addr *a)
+{
+	return a->u.sa.sa_family == AF_INET6 && link_local6(&a->u.in6.sin6_addr);
+}
+
+const char *addr_backend_problem(const struct addr *a)
+{
+	if (addr_is_wildcard(a))
+		return "the unspecified address is not a backend";
+	if (a->u.sa.sa_family == AF_INET) {
+		in_addr_t ip = ntohl(a->u.in.sin_addr.s_addr);
+		if (ip == INADDR_BROADCAST)
+			return "the broadcast address is not a backend";
+		if (IN_MULTICAST(ip))
+			return "a multicast address is not a backend";
+		return NULL;
+	}
+	if (a->u.sa.sa_family != AF_INET6)
+		return "not an IP address";
+	const struct in6_addr *ip6 = &a->u.in6.sin6_addr;
+	if (IN6_IS_ADDR_MULTICAST(ip6))
+		return "a multicast address is not a backend";
+	if (IN6_IS_ADDR_V4MAPPED(ip6))
+		return "IPv4-mapped address: write it as IPv4";
+	if (link_local6(ip6) && a->u.in6.sin6_scope_id == 0)
+		return "a link-local address needs its interface: fe80::...%IFACE";
+	return NULL;
+}
+
+struct addr addr_with_port(const struct addr *a, uint16_t p)
+{
+	struct addr out = *a;
+	if (out.u.sa.sa_family == AF_INET)
+		out.u.in.sin_port = htons(p);
+	else if (out.u.sa.sa_family == AF_INET6)
+		out.u.in6.sin6_port = htons(p);
+	return out;
+}
+
+struct addr addr_wildcard(int family, uint16_t p)
+{
+	struct addr out;
+	if (family == AF_INET6) {
+		set_v6(&out, &in6addr_any, p);
+	} else {
+		struct in_addr any4 = { .s_addr = htonl(INADDR_ANY) };
+		set_v4(&out, &any4, p);
+	}
+	return out;
 }
 
 bool addr_overlaps(const struct addr *a, const struct addr *b)

@@ -3,6 +3,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
 #include <ini.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -13,15 +15,46 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "hashtab.h"
 #include "parse.h"
 
 #define GLOBAL_SECTION "global"
 #define MAX_CONNECTIONS_LIMIT 10000000UL
 
-/* Where the reader takes its lines from: a FILE or a string. */
+/* Where the reader takes its lines from: bytes in memory. */
 struct source {
-	FILE *file;
 	const char *text;
+	const char *end;
+};
+
+/* ---- indexes: hashed, so that checking n services costs O(n) ---- */
+
+#define INDEX_CHUNK 512 /* entries allocated at once */
+
+enum { PROTO_TCP, PROTO_UDP, PROTO_COUNT };
+
+/* One service name or listen address in an index. */
+struct entry {
+	struct hnode node;
+	const struct service *svc;  /* NULL: metrics_listen */
+	const struct addr *addr;    /* listen indexes */
+	unsigned line;              /* where it was given */
+	unsigned seq;               /* order of insertion (file order) */
+	unsigned char proto;        /* listen indexes: PROTO_TCP or PROTO_UDP */
+};
+
+struct entry_chunk {
+	struct entry_chunk *next;
+	size_t used;
+	struct entry e[INDEX_CHUNK];
+};
+
+/* Entries and the tables they are in; everything is freed at once. */
+struct index {
+	struct htab by_key;         /* names; listen: by protocol and address */
+	struct htab by_port;        /* listen: the first entry per protocol, family and port */
+	struct entry_chunk *chunks;
+	unsigned seq;
 };
 
 /* What the reader and the handler share while one file is parsed. */
@@ -38,9 +71,136 @@ struct parse_state {
 	unsigned global_line;     /* line of the [global] header, 0 if none */
 	unsigned metrics_line;    /* line of metrics_listen */
 	const char *key;          /* the key whose list is being parsed */
+	struct index names;       /* the services by name */
+	struct addr *local;       /* this host's addresses, once they were asked for */
+	size_t n_local;
+	bool have_local;
 	struct config_error *err;
 	bool failed;
 };
+
+static struct entry *index_new(struct index *ix)
+{
+	struct entry_chunk *c = ix->chunks;
+	if (c == NULL || c->used == INDEX_CHUNK) {
+		c = malloc(sizeof(*c));
+		if (c == NULL)
+			return NULL;
+		c->next = ix->chunks;
+		c->used = 0;
+		ix->chunks = c;
+	}
+	struct entry *e = &c->e[c->used++];
+	memset(e, 0, sizeof(*e));
+	e->seq = ix->seq++;
+	return e;
+}
+
+static void index_free(struct index *ix)
+{
+	while (ix->chunks != NULL) {
+		struct entry_chunk *next = ix->chunks->next;
+		free(ix->chunks);
+		ix->chunks = next;
+	}
+	htab_free(&ix->by_key);
+	htab_free(&ix->by_port);
+}
+
+static bool entry_name_is(const struct hnode *n, const void *name)
+{
+	return strcmp(((const struct entry *)n)->svc->name, name) == 0;
+}
+
+/* What a listen entry is looked up by. */
+struct listen_key {
+	unsigned char proto;
+	const struct addr *addr;
+};
+
+static uint64_t hash_listen_addr(unsigned char proto, const struct addr *a)
+{
+	unsigned char key[1 + ADDR_KEY_MAX];
+	key[0] = proto;
+	return htab_hash(key, 1 + addr_key(a, key + 1));
+}
+
+static uint64_t hash_listen_port(unsigned char proto, const struct addr *a)
+{
+	uint16_t port = addr_port(a);
+	unsigned char key[4] = { proto, (unsigned char)addr_family(a), (unsigned char)(port >> 8),
+				 (unsigned char)port };
+	return htab_hash(key, sizeof(key));
+}
+
+static bool entry_addr_is(const struct hnode *n, const void *k)
+{
+	const struct entry *e = (const struct entry *)n;
+	const struct listen_key *key = k;
+	return e->proto == key->proto && addr_equal(e->addr, key->addr);
+}
+
+static bool entry_port_is(const struct hnode *n, const void *k)
+{
+	const struct entry *e = (const struct entry *)n;
+	const struct listen_key *key = k;
+	return e->proto == key->proto && addr_family(e->addr) == addr_family(key->addr) &&
+	       addr_port(e->addr) == addr_port(key->addr);
+}
+
+static const struct entry *find_addr(const struct index *ix, unsigned char proto,
+				     const struct addr *a)
+{
+	struct listen_key k = { proto, a };
+	return (const struct entry *)htab_find(&ix->by_key, hash_listen_addr(proto, a),
+					       entry_addr_is, &k);
+}
+
+static const struct entry *find_port(const struct index *ix, unsigned char proto,
+				     const struct addr *a)
+{
+	struct listen_key k = { proto, a };
+	return (const struct entry *)htab_find(&ix->by_port, hash_listen_port(proto, a),
+					       entry_port_is, &k);
+}
+
+/* The earliest indexed address that a (of protocol proto) cannot be bound
+ * next to (see addr_overlaps), or NULL: only the same address, or the
+ * wildcard of its port; for a wildcard, anything on its port. */
+static const struct entry *listen_conflict(const struct index *ix, unsigned char proto,
+					   const struct addr *a)
+{
+	if (addr_is_wildcard(a))
+		return find_port(ix, proto, a);
+	const struct entry *same = find_addr(ix, proto, a);
+	struct addr any = addr_wildcard(addr_family(a), addr_port(a));
+	const struct entry *wild = find_addr(ix, proto, &any);
+	if (same == NULL || (wild != NULL && wild->seq < same->seq))
+		return wild;
+	return same;
+}
+
+/* Adds a listen address; returns 0, or -1 when out of memory. */
+static int listen_add(struct index *ix, unsigned char proto, const struct service *svc,
+		      const struct addr *a, unsigned line)
+{
+	struct entry *e = index_new(ix);
+	if (e == NULL)
+		return -1;
+	e->svc = svc;
+	e->addr = a;
+	e->line = line;
+	e->proto = proto;
+	if (htab_insert(&ix->by_key, &e->node, hash_listen_addr(proto, a)) < 0)
+		return -1;
+	if (find_port(ix, proto, a) != NULL)
+		return 0;
+	struct entry *first = index_new(ix);
+	if (first == NULL)
+		return -1;
+	*first = *e;
+	return htab_insert(&ix->by_port, &first->node, hash_listen_port(proto, a));
+}
 
 static void fail(struct parse_state *st, unsigned line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -151,11 +311,21 @@ static int g_watch_config(struct parse_state *st, const char *key, const char *v
 	return set_bool(st, key, value, &st->cfg->watch_config);
 }
 
+/* Why a cannot be listened on although it parses, or NULL. */
+static const char *listen_problem(const struct addr *a)
+{
+	if (addr_family(a) == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a->u.in6.sin6_addr))
+		return "IPv4-mapped address: write it as IPv4";
+	if (addr_is_link_local(a) && a->u.in6.sin6_scope_id == 0)
+		return "a link-local address needs its interface: fe80::...%IFACE";
+	return NULL;
+}
+
 static int g_metrics_listen(struct parse_state *st, const char *key, const char *value)
 {
 	const char *why;
 	int n = addr_parse_listen(value, st->cfg->metrics_listen, 2, &why);
-	if (n < 0) {
+	if (n < 0 || (why = listen_problem(&st->cfg->metrics_listen[0])) != NULL) {
 		fail(st, st->line, "%s: %s: '%s'", key, why, value);
 		return -1;
 	}
@@ -244,10 +414,8 @@ static int listen_item(const char *item, void *ctx)
 	}
 	svc->listen_line = lines;
 	memcpy(&svc->listen[svc->n_listen], parsed, (size_t)n * sizeof(parsed[0]));
-	const struct addr *a = &svc->listen[svc->n_listen];
-	if (addr_family(a) == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a->u.in6.sin6_addr)) {
-		fail(st, st->line, "%s: IPv4-mapped address: write it as IPv4: '%s'", key,
-		     item);
+	if ((why = listen_problem(&svc->listen[svc->n_listen])) != NULL) {
+		fail(st, st->line, "%s: %s: '%s'", key, why, item);
 		return -1;
 	}
 	for (int i = 0; i < n; i++)
@@ -261,7 +429,7 @@ static int s_listen(struct parse_state *st, const char *key, const char *value)
 }
 
 static int set_backend(struct parse_state *st, const char *key, const char *value,
-		       int family, struct addr *out, bool *has)
+		       int family, struct addr *out, bool *has, unsigned *line)
 {
 	const char *why;
 	if (addr_parse(value, out, &why) < 0) {
@@ -273,20 +441,25 @@ static int set_backend(struct parse_state *st, const char *key, const char *valu
 		     family == AF_INET ? "IPv4" : "IPv6", value);
 		return -1;
 	}
+	if ((why = addr_backend_problem(out)) != NULL) {
+		fail(st, st->line, "%s: %s: '%s'", key, why, value);
+		return -1;
+	}
 	*has = true;
+	*line = st->line;
 	return 0;
 }
 
 static int s_backend4(struct parse_state *st, const char *key, const char *value)
 {
 	return set_backend(st, key, value, AF_INET, &st->cur->backend4,
-			   &st->cur->has_backend4);
+			   &st->cur->has_backend4, &st->cur->backend4_line);
 }
 
 static int s_backend6(struct parse_state *st, const char *key, const char *value)
 {
 	return set_backend(st, key, value, AF_INET6, &st->cur->backend6,
-			   &st->cur->has_backend6);
+			   &st->cur->has_backend6, &st->cur->backend6_line);
 }
 
 static int allow_item(const char *item, void *ctx)
@@ -416,15 +589,18 @@ static void begin_section(struct parse_state *st, const char *name)
 		     name, SERVICE_NAME_MAX);
 		return;
 	}
-	for (struct service *s = st->cfg->services; s != NULL; s = s->next) {
-		if (strcmp(s->name, name) == 0) {
-			fail(st, st->line, "duplicate section [%s] (first at line %u)",
-			     name, s->line);
-			return;
-		}
+	uint64_t hash = htab_hash_str(name);
+	const struct entry *dup =
+		(const struct entry *)htab_find(&st->names.by_key, hash, entry_name_is, name);
+	if (dup != NULL) {
+		fail(st, st->line, "duplicate section [%s] (first at line %u)", name,
+		     dup->svc->line);
+		return;
 	}
 	struct service *svc = calloc(1, sizeof(*svc));
-	if (svc == NULL) {
+	struct entry *e = svc != NULL ? index_new(&st->names) : NULL;
+	if (e == NULL) {
+		free(svc);
 		fail(st, st->line, "out of memory");
 		return;
 	}
@@ -434,6 +610,9 @@ static void begin_section(struct parse_state *st, const char *name)
 	svc->line = st->line;
 	svc->connect_timeout = -1; /* resolved from [global] after parsing */
 	svc->idle_timeout = -1;
+	e->svc = svc;
+	if (htab_insert(&st->names.by_key, &e->node, hash) < 0)
+		fail(st, st->line, "out of memory"); /* svc is linked below: freed with cfg */
 	*st->tail = svc;
 	st->tail = &svc->next;
 	st->cfg->n_services++;
@@ -491,11 +670,7 @@ static char *reader(char *str, int num, void *stream)
 	int c;
 
 	for (;;) {
-		if (st->src.file != NULL) {
-			c = getc(st->src.file);
-		} else {
-			c = *st->src.text != '\0' ? (unsigned char)*st->src.text++ : EOF;
-		}
+		c = st->src.text < st->src.end ? (unsigned char)*st->src.text++ : EOF;
 		if (c == EOF)
 			break;
 		if (len + 1 < cap)
@@ -567,26 +742,109 @@ static int handler(void *user, const char *section, const char *key, const char 
 
 /* ---- validation ---- */
 
-static int check_listen_unique(struct parse_state *st, const struct service *svc,
-			       size_t i)
+static void fail_conflict(struct parse_state *st, unsigned line, const char *what,
+			  const struct addr *a, const struct entry *e)
 {
-	char a[ADDR_STRLEN], b[ADDR_STRLEN];
+	char x[ADDR_STRLEN], y[ADDR_STRLEN];
+	if (e->svc == NULL)
+		fail(st, line, "%s %s conflicts with metrics_listen %s (line %u)", what,
+		     addr_format(a, x), addr_format(e->addr, y), e->line);
+	else
+		fail(st, line, "%s %s conflicts with %s of [%s] (line %u)", what,
+		     addr_format(a, x), addr_format(e->addr, y), e->svc->name, e->line);
+}
 
-	for (const struct service *o = st->cfg->services; o != NULL; o = o->next) {
-		size_t end = o == svc ? i : o->n_listen;
-		/* TCP and UDP sockets of one address do not collide */
-		bool shared = (svc->tcp && o->tcp) || (svc->udp && o->udp);
-		for (size_t j = 0; j < end && shared; j++) {
-			if (!addr_overlaps(&svc->listen[i], &o->listen[j]))
-				continue;
-			fail(st, svc->listen_line[i],
-			     "listen %s conflicts with %s of [%s] (line %u)",
-			     addr_format(&svc->listen[i], a), addr_format(&o->listen[j], b),
-			     o->name, o->listen_line[j]);
+/* Checks listen address i of svc against those before it (of every
+ * service, in file order, for each protocol it shares), then adds it. */
+static int check_listen_unique(struct parse_state *st, struct index *ix,
+			       const struct service *svc, size_t i)
+{
+	const bool uses[PROTO_COUNT] = { [PROTO_TCP] = svc->tcp, [PROTO_UDP] = svc->udp };
+	const struct entry *first = NULL;
+
+	for (unsigned char p = 0; p < PROTO_COUNT; p++) {
+		const struct entry *e = uses[p] ? listen_conflict(ix, p, &svc->listen[i]) : NULL;
+		if (e != NULL && (first == NULL || e->seq < first->seq))
+			first = e;
+	}
+	if (first != NULL) {
+		fail_conflict(st, svc->listen_line[i], "listen", &svc->listen[i], first);
+		return -1;
+	}
+	for (unsigned char p = 0; p < PROTO_COUNT; p++) {
+		if (uses[p] && listen_add(ix, p, svc, &svc->listen[i], svc->listen_line[i]) < 0) {
+			fail(st, svc->listen_line[i], "out of memory");
 			return -1;
 		}
-		if (o == svc)
-			break;
+	}
+	return 0;
+}
+
+/* True when a backend address is one of this host's: loopback, or an
+ * address of an interface (getifaddrs, asked once per load and only when a
+ * wildcard listener shares a backend's port). */
+static bool is_local(struct parse_state *st, const struct addr *b)
+{
+	if (addr_is_loopback(b))
+		return true;
+	if (!st->have_local) {
+		struct ifaddrs *ifa = NULL;
+		st->have_local = true;
+		if (getifaddrs(&ifa) == 0) {
+			size_t n = 0;
+			for (struct ifaddrs *i = ifa; i != NULL; i = i->ifa_next)
+				n++;
+			st->local = calloc(n + 1, sizeof(*st->local));
+			for (struct ifaddrs *i = ifa; i != NULL && st->local != NULL; i = i->ifa_next) {
+				if (i->ifa_addr == NULL || (i->ifa_addr->sa_family != AF_INET &&
+							    i->ifa_addr->sa_family != AF_INET6))
+					continue;
+				socklen_t len = i->ifa_addr->sa_family == AF_INET ?
+					sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+				addr_from_sockaddr(&st->local[st->n_local++], i->ifa_addr, len);
+			}
+			freeifaddrs(ifa);
+		}
+	}
+	for (size_t i = 0; i < st->n_local; i++) {
+		/* the interface's address with the backend's port (and, link-local,
+		 * its own scope: the same address on another link is another host) */
+		struct addr here = addr_with_port(&st->local[i], addr_port(b));
+		if (addr_family(&here) == AF_INET6 && !addr_is_link_local(&here))
+			here.u.in6.sin6_scope_id = 0;
+		if (addr_equal(&here, b))
+			return true;
+	}
+	return false;
+}
+
+/* A backend that is one of dualproxy's own listen addresses (of a protocol
+ * its service relays): every connection would come back to dualproxy. */
+static int check_backend_loop(struct parse_state *st, const struct index *ix,
+			      const struct service *svc, const char *key, const struct addr *b,
+			      unsigned line)
+{
+	const bool uses[PROTO_COUNT] = { [PROTO_TCP] = svc->tcp, [PROTO_UDP] = svc->udp };
+	char x[ADDR_STRLEN], y[ADDR_STRLEN];
+
+	for (unsigned char p = 0; p < PROTO_COUNT; p++) {
+		if (!uses[p])
+			continue;
+		const struct entry *e = find_addr(ix, p, b);
+		if (e != NULL) {
+			fail(st, line, "%s %s is dualproxy's own listen address (of [%s], line %u): "
+			     "connections would loop back to it", key, addr_format(b, x),
+			     e->svc->name, e->line);
+			return -1;
+		}
+		struct addr any = addr_wildcard(addr_family(b), addr_port(b));
+		e = find_addr(ix, p, &any);
+		if (e != NULL && is_local(st, b)) {
+			fail(st, line, "%s %s is an address of this host, where [%s] listens with "
+			     "%s (line %u): connections would loop back to dualproxy", key,
+			     addr_format(b, x), e->svc->name, addr_format(e->addr, y), e->line);
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -601,16 +859,15 @@ static int default_metrics_allow(struct parse_state *st)
 	return parse_list(METRICS_ALLOW_DEFAULT, metrics_allow_item, st, &why) < 0 ? -1 : 0;
 }
 
-static int validate(struct parse_state *st)
+static int validate_services(struct parse_state *st, struct index *ix, struct index *mix)
 {
 	struct config *cfg = st->cfg;
 
-	if (default_metrics_allow(st) < 0)
-		return -1;
-	if (cfg->services == NULL) {
-		fail(st, st->line, "no service defined (add a [name] section with listen and backend4/backend6)");
-		return -1;
-	}
+	for (size_t m = 0; m < cfg->n_metrics_listen; m++)
+		if (listen_add(mix, PROTO_TCP, NULL, &cfg->metrics_listen[m], st->metrics_line) < 0) {
+			fail(st, st->metrics_line, "out of memory");
+			return -1;
+		}
 	for (struct service *svc = cfg->services; svc != NULL; svc = svc->next) {
 		if (svc->n_listen == 0) {
 			fail(st, svc->line, "[%s]: no listen address", svc->name);
@@ -621,20 +878,17 @@ static int validate(struct parse_state *st)
 			return -1;
 		}
 		for (size_t i = 0; i < svc->n_listen; i++)
-			if (check_listen_unique(st, svc, i) < 0)
+			if (check_listen_unique(st, ix, svc, i) < 0)
 				return -1;
 		for (size_t i = 0; i < svc->n_listen && svc->tcp; i++) {
-			for (size_t m = 0; m < cfg->n_metrics_listen; m++) {
-				char a[ADDR_STRLEN], b[ADDR_STRLEN];
-				if (!addr_overlaps(&svc->listen[i], &cfg->metrics_listen[m]))
-					continue;
-				fail(st, st->metrics_line,
-				     "metrics_listen %s conflicts with %s of [%s] (line %u)",
-				     addr_format(&cfg->metrics_listen[m], a),
-				     addr_format(&svc->listen[i], b), svc->name,
-				     svc->listen_line[i]);
-				return -1;
-			}
+			const struct entry *e = listen_conflict(mix, PROTO_TCP, &svc->listen[i]);
+			if (e == NULL)
+				continue;
+			char a[ADDR_STRLEN], b[ADDR_STRLEN];
+			fail(st, st->metrics_line, "metrics_listen %s conflicts with %s of [%s] (line %u)",
+			     addr_format(e->addr, a), addr_format(&svc->listen[i], b), svc->name,
+			     svc->listen_line[i]);
+			return -1;
 		}
 		if (svc->udp && svc->proxy_protocol != PROXY_OFF) {
 			fail(st, svc->proxy_protocol_line > svc->protocol_line ?
@@ -655,7 +909,32 @@ static int validate(struct parse_state *st)
 		if (svc->idle_timeout < 0)
 			svc->idle_timeout = cfg->idle_timeout;
 	}
+	/* every listen address is known now: a backend may be any service's */
+	for (struct service *svc = cfg->services; svc != NULL; svc = svc->next) {
+		if (svc->has_backend4 && check_backend_loop(st, ix, svc, "backend4", &svc->backend4,
+							    svc->backend4_line) < 0)
+			return -1;
+		if (svc->has_backend6 && check_backend_loop(st, ix, svc, "backend6", &svc->backend6,
+							    svc->backend6_line) < 0)
+			return -1;
+	}
 	return 0;
+}
+
+static int validate(struct parse_state *st)
+{
+	struct index ix = { 0 }, mix = { 0 };
+
+	if (default_metrics_allow(st) < 0)
+		return -1;
+	if (st->cfg->services == NULL) {
+		fail(st, st->line, "no service defined (add a [name] section with listen and backend4/backend6)");
+		return -1;
+	}
+	int rc = validate_services(st, &ix, &mix);
+	index_free(&ix);
+	index_free(&mix);
+	return rc;
 }
 
 /* ---- public ---- */
@@ -680,17 +959,21 @@ static struct config *config_new(const char *name)
 	return cfg;
 }
 
-static struct config *load(const char *name, struct source src, struct config_error *err)
+static struct config *load(const char *name, char *text, size_t len,
+			   struct config_error *err)
 {
-	struct parse_state st = { .src = src, .err = err };
+	struct parse_state st = { .src = { text, text + len }, .err = err };
 
 	memset(err, 0, sizeof(*err));
 	snprintf(err->file, sizeof(err->file), "%s", name);
 	st.cfg = config_new(name);
 	if (st.cfg == NULL) {
+		free(text);
 		snprintf(err->msg, sizeof(err->msg), "out of memory");
 		return NULL;
 	}
+	st.cfg->text = text;
+	st.cfg->text_len = len;
 	st.tail = &st.cfg->services;
 
 	int rc = ini_parse_stream(reader, &st, handler, &st);
@@ -700,8 +983,10 @@ static struct config *load(const char *name, struct source src, struct config_er
 	} else if (rc < 0 && !st.failed) {
 		fail(&st, 0, "out of memory");
 	}
+	index_free(&st.names);
 	if (!st.failed)
 		validate(&st);
+	free(st.local);
 	if (st.failed) {
 		config_unref(st.cfg);
 		return NULL;
@@ -709,24 +994,121 @@ static struct config *load(const char *name, struct source src, struct config_er
 	return st.cfg;
 }
 
+static const char *file_kind(mode_t mode)
+{
+	if (S_ISDIR(mode))
+		return "a directory";
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISCHR(mode))
+		return "a character device";
+	if (S_ISBLK(mode))
+		return "a block device";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	return "a special file";
+}
+
+static int read_error(struct config_error *err, int fd, char *buf, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int read_error(struct config_error *err, int fd, char *buf, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	va_end(ap);
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return -1;
+}
+
+int config_read_file(const char *path, char **text, size_t *len, struct config_error *err)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t used = 0;
+
+	memset(err, 0, sizeof(*err));
+	snprintf(err->file, sizeof(err->file), "%s", path);
+	/* non-blocking: a FIFO's open would wait for a writer */
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return read_error(err, -1, NULL, "cannot open: %s", strerror(errno));
+	if (fstat(fd, &st) < 0)
+		return read_error(err, fd, NULL, "cannot stat: %s", strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return read_error(err, fd, NULL, "%s, not a regular file: the configuration "
+				  "is read only from a regular file", file_kind(st.st_mode));
+	if (st.st_size > CONFIG_FILE_MAX)
+		return read_error(err, fd, NULL, "too large: %lld bytes (at most %d)",
+				  (long long)st.st_size, CONFIG_FILE_MAX);
+	/* one byte more than it had: a file that grows meanwhile is seen to */
+	size_t cap = (size_t)st.st_size + 1;
+	buf = malloc(cap + 1);
+	if (buf == NULL)
+		return read_error(err, fd, NULL, "out of memory");
+	for (;;) {
+		if (used == cap) {
+			if (cap > CONFIG_FILE_MAX)
+				return read_error(err, fd, buf, "too large: more than %d bytes",
+						  CONFIG_FILE_MAX);
+			size_t more = cap * 2 > CONFIG_FILE_MAX + 1 ? CONFIG_FILE_MAX + 1 : cap * 2;
+			char *grown = realloc(buf, more + 1);
+			if (grown == NULL)
+				return read_error(err, fd, buf, "out of memory");
+			buf = grown;
+			cap = more;
+		}
+		ssize_t n = read(fd, buf + used, cap - used);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return read_error(err, fd, buf, "cannot read: %s", strerror(errno));
+		if (n == 0)
+			break;
+		used += (size_t)n;
+	}
+	close(fd);
+	buf[used] = '\0';
+	*text = buf;
+	*len = used;
+	return 0;
+}
+
 struct config *config_load_file(const char *path, struct config_error *err)
 {
-	FILE *f = fopen(path, "re");
-	if (f == NULL) {
-		memset(err, 0, sizeof(*err));
-		snprintf(err->file, sizeof(err->file), "%s", path);
-		snprintf(err->msg, sizeof(err->msg), "cannot open: %s", strerror(errno));
+	char *text;
+	size_t len;
+	if (config_read_file(path, &text, &len, err) < 0)
 		return NULL;
-	}
-	struct config *cfg = load(path, (struct source){ .file = f }, err);
-	fclose(f);
-	return cfg;
+	return load(path, text, len, err);
+}
+
+struct config *config_load_text(const char *name, char *text, size_t len,
+				struct config_error *err)
+{
+	return load(name, text, len, err);
 }
 
 struct config *config_load_string(const char *name, const char *text,
 				  struct config_error *err)
 {
-	return load(name, (struct source){ .text = text }, err);
+	char *copy = strdup(text);
+	if (copy == NULL) {
+		memset(err, 0, sizeof(*err));
+		snprintf(err->file, sizeof(err->file), "%s", name);
+		snprintf(err->msg, sizeof(err->msg), "out of memory");
+		return NULL;
+	}
+	return load(name, copy, strlen(copy), err);
+}
+
+bool config_same_text(const struct config *cfg, const char *text, size_t len)
+{
+	return cfg != NULL && cfg->text != NULL && cfg->text_len == len &&
+	       memcmp(cfg->text, text, len) == 0;
 }
 
 int config_check_user(const struct config *cfg, struct config_error *err)
@@ -785,6 +1167,7 @@ void config_unref(struct config *cfg)
 		svc = next;
 	}
 	cidr_list_free(&cfg->metrics_allow);
+	free(cfg->text);
 	free(cfg->path);
 	free(cfg);
 }

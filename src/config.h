@@ -13,6 +13,9 @@
 #define SERVICE_NAME_MAX 64   /* section names show up in logs and metrics */
 #define SERVICE_LISTEN_MAX 16 /* addresses one service may listen on */
 #define CONFIG_MSG_MAX 256
+/* The largest configuration file read (1 MiB, some 20,000 services): it is
+ * read and parsed inside the event loop, so its size bounds a reload. */
+#define CONFIG_FILE_MAX (1024 * 1024)
 
 #define DEFAULT_MAX_CONNECTIONS 20000
 #define DEFAULT_CONNECT_TIMEOUT 5.0
@@ -39,6 +42,7 @@ struct service {
 	struct addr backend4;           /* valid when has_backend4 */
 	struct addr backend6;           /* valid when has_backend6 */
 	bool has_backend4, has_backend6;
+	unsigned backend4_line, backend6_line;
 	bool tcp, udp;                  /* protocol: what it relays (tcp unless set) */
 	unsigned protocol_line;         /* line of `protocol`, 0 if not set */
 	double connect_timeout;         /* seconds; the global value unless set here */
@@ -56,6 +60,8 @@ struct config {
 	unsigned refs;           /* the owner plus one per live relay */
 	/* configuration */
 	char *path;              /* file it came from, for messages */
+	char *text;              /* the bytes it was loaded from (NUL-terminated) */
+	size_t text_len;         /*   and their number: an unchanged file is no reload */
 	char user[USER_NAME_MAX + 1]; /* account to switch to when started as root */
 	unsigned user_line;      /* line of `user`, 0 when the default applies */
 	bool keep_net_bind;      /* keep CAP_NET_BIND_SERVICE after the drop */
@@ -82,13 +88,30 @@ struct config_error {
 	char msg[CONFIG_MSG_MAX];
 };
 
-/* Load and validate a file. Returns a config with one reference owned by the
- * caller, or NULL with *err filled in. */
+/* Reads a whole configuration file without blocking on what is not one: it
+ * is opened non-blocking and must be a regular file (fstat on that
+ * descriptor: no FIFO, device, directory or socket, through symlinks too)
+ * of at most CONFIG_FILE_MAX bytes. Returns 0 with a malloc'd,
+ * NUL-terminated copy in *text (the caller frees it) and its length in
+ * *len, or -1 with *err ("FILE: why", line 0). */
+int config_read_file(const char *path, char **text, size_t *len, struct config_error *err);
+
+/* Load and validate a file (config_read_file, then config_load_text).
+ * Returns a config with one reference owned by the caller, or NULL with
+ * *err filled in. */
 struct config *config_load_file(const char *path, struct config_error *err);
 
-/* The same from text in memory; name is used in messages. */
+/* The same from len bytes of text in memory (NUL-terminated), of which the
+ * config takes ownership (freed on failure too); name is used in messages. */
+struct config *config_load_text(const char *name, char *text, size_t len,
+				struct config_error *err);
+
+/* The same from a string, which is copied. */
 struct config *config_load_string(const char *name, const char *text,
 				  struct config_error *err);
+
+/* True when cfg was loaded from exactly these len bytes. */
+bool config_same_text(const struct config *cfg, const char *text, size_t len);
 
 /* The prefixes metrics_allow admits when it is not set. */
 #define METRICS_ALLOW_DEFAULT \

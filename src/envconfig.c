@@ -2,6 +2,7 @@
 #include "autoconfig.h"
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,12 +52,15 @@ static struct config *fail(struct config_error *err, const char *fmt, ...)
 	return NULL;
 }
 
+#define IP_TEXT_MAX (INET6_ADDRSTRLEN + IF_NAMESIZE) /* with a %scope */
+
 /* What one list variable is parsed into, and where its errors go. */
 struct env_list {
 	const char *var;
 	int want_family;         /* DEST_*: AF_INET6 for DEST_IP6, else AF_UNSPEC */
-	char v4[INET_ADDRSTRLEN]; /* DEST_*: the backend of each family, "" if none */
-	char v6[INET6_ADDRSTRLEN];
+	char v4[IP_TEXT_MAX];    /* DEST_*: the backend of each family, "" if none */
+	char v6[IP_TEXT_MAX];
+	const char *v4_var, *v6_var; /* the variables they came from */
 	struct text *allow;      /* SRC_RANGES: "allow = ..." lines */
 	size_t ranges;
 	struct config_error *err;
@@ -66,15 +70,25 @@ struct env_list {
 static int dest_item(const char *ip, void *ctx)
 {
 	struct env_list *l = ctx;
-	unsigned char buf[sizeof(struct in6_addr)];
+	struct addr a;
+	const char *why;
 	bool v6 = strchr(ip, ':') != NULL;
 
 	if (l->want_family == AF_INET6 && !v6) {
 		fail(l->err, "%s: expected an IPv6 address: '%s'", l->var, ip);
 		return -1;
 	}
-	if (inet_pton(v6 ? AF_INET6 : AF_INET, ip, buf) != 1) {
+	/* as klipper-lb's iptables rule: no interface (%scope) is taken */
+	if (strchr(ip, '%') != NULL || addr_parse_ip(ip, &a, &why) < 0) {
 		fail(l->err, "%s: bad %s address: '%s'", l->var, v6 ? "IPv6" : "IPv4", ip);
+		return -1;
+	}
+	if (addr_is_link_local(&a))
+		why = "a link-local address is not a backend here (no interface can be given)";
+	else
+		why = addr_backend_problem(&a);
+	if (why != NULL) {
+		fail(l->err, "%s: %s: '%s'", l->var, why, ip);
 		return -1;
 	}
 	char *slot = v6 ? l->v6 : l->v4;
@@ -85,6 +99,7 @@ static int dest_item(const char *ip, void *ctx)
 		return -1;
 	}
 	snprintf(slot, size, "%s", ip);
+	*(v6 ? &l->v6_var : &l->v4_var) = l->var;
 	return 0;
 }
 
@@ -176,55 +191,120 @@ static int parse_dests(char *const *envp, struct env_list *d)
 	return 0;
 }
 
-struct config *envconfig_load(char *const *envp, struct config_error *err)
+/* The variables each line of the generated text comes from (0: none). */
+#define TEXT_LINES_MAX (5 + 2 + CIDR_MAX)
+
+struct env_text {
+	struct text t;
+	unsigned lines;                     /* lines written so far */
+	const char *var[TEXT_LINES_MAX + 1]; /* by line number */
+};
+
+static void add_line(struct env_text *e, const char *var, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void add_line(struct env_text *e, const char *var, const char *fmt, ...)
+{
+	char line[PARSE_ITEM_MAX + 64];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	text_printf(&e->t, "%s\n", line);
+	if (++e->lines <= TEXT_LINES_MAX)
+		e->var[e->lines] = var;
+}
+
+/* The INI text of the service, with the variable of each line in *e. */
+static char *make_text(char *const *envp, struct env_text *e, struct config_error *err)
 {
 	const char *src_port = env_get(envp, "SRC_PORT");
 	const char *dest_port = env_get(envp, "DEST_PORT");
 	const char *src_ranges = env_value(envp, "SRC_RANGES");
-	struct text allow = { 0 }, t = { 0 };
 	struct env_list d = { .err = err };
-	struct env_list r = { .var = "SRC_RANGES", .allow = &allow, .err = err };
-	struct config *cfg = NULL;
+	struct env_list r = { .var = "SRC_RANGES", .err = err };
+	char listen[2 * (ADDR_STRLEN + 1)] = "";
 
 	const char *proto = check_proto(env_value(envp, "DEST_PROTO"), err);
 	if (check_port("SRC_PORT", src_port, err) < 0 || proto == NULL ||
 	    check_port("DEST_PORT", dest_port, err) < 0 || parse_dests(envp, &d) < 0)
 		return NULL;
-	if (d.v4[0] == '\0' && d.v6[0] == '\0')
-		return fail(err, "DEST_IPS: not set (nor DEST_IP or DEST_IP6)");
-	if (src_ranges != NULL && parse_var(&r, src_ranges, range_item) < 0)
-		goto out;
+	if (d.v4[0] == '\0' && d.v6[0] == '\0') {
+		fail(err, "DEST_IPS: not set (nor DEST_IP or DEST_IP6)");
+		return NULL;
+	}
+	struct text allow = { 0 };
+	r.allow = &allow;
+	if (src_ranges != NULL && parse_var(&r, src_ranges, range_item) < 0) {
+		text_free(&allow);
+		return NULL;
+	}
 
 	/* Like klipper-lb, only the families that have a destination are
 	 * published, and SRC_RANGES, when set, is the whole allowlist: a family
 	 * it names no prefix of is refused. */
-	text_printf(&t, "[global]\ndrain_timeout = %s\n", ENV_DRAIN_TIMEOUT);
-	text_printf(&t, "[lb-%s-%s]\nprotocol = %s\nlisten =", proto, src_port, proto);
+	add_line(e, NULL, "[global]");
+	add_line(e, NULL, "drain_timeout = %s", ENV_DRAIN_TIMEOUT);
+	add_line(e, NULL, "[lb-%s-%s]", proto, src_port);
+	add_line(e, "DEST_PROTO", "protocol = %s", proto);
 	if (d.v4[0] != '\0')
-		text_printf(&t, " 0.0.0.0:%s", src_port);
+		snprintf(listen, sizeof(listen), " 0.0.0.0:%s", src_port);
 	if (d.v6[0] != '\0')
-		text_printf(&t, " [::]:%s", src_port);
-	text_printf(&t, "\n");
+		snprintf(listen + strlen(listen), sizeof(listen) - strlen(listen), " [::]:%s",
+			 src_port);
+	add_line(e, "SRC_PORT", "listen =%s", listen);
 	if (d.v4[0] != '\0')
-		text_printf(&t, "backend4 = %s:%s\n", d.v4, dest_port);
+		add_line(e, d.v4_var, "backend4 = %s:%s", d.v4, dest_port);
 	if (d.v6[0] != '\0')
-		text_printf(&t, "backend6 = [%s]:%s\n", d.v6, dest_port);
-	if (allow.len > 0)
-		text_printf(&t, "%s", allow.buf);
-	char *text = text_take(&t, NULL);
-	if (text == NULL) {
-		fail(err, "out of memory");
-		goto out;
+		add_line(e, d.v6_var, "backend6 = [%s]:%s", d.v6, dest_port);
+	for (char *line = allow.buf, *nl; line != NULL && *line != '\0'; line = nl + 1) {
+		nl = strchr(line, '\n');
+		*nl = '\0';
+		add_line(e, "SRC_RANGES", "%s", line);
 	}
-	cfg = config_load_string(ENVCONFIG_NAME, text, err);
-	free(text);
-	if (cfg == NULL) {
-		err->line = 0; /* the generated text's lines mean nothing to the user */
-	} else if (src_ranges == NULL) {
-		log_info("SRC_RANGES not set or empty: clients from every address are served");
-	}
-out:
 	text_free(&allow);
-	text_free(&t);
+	char *text = text_take(&e->t, NULL);
+	if (text == NULL)
+		fail(err, "out of memory");
+	return text;
+}
+
+char *envconfig_text(char *const *envp, struct config_error *err)
+{
+	struct env_text e = { .lines = 0 };
+	return make_text(envp, &e, err);
+}
+
+/* Loads the generated text; an error names the variable of its line. */
+static struct config *load_text(char *text, const struct env_text *e, struct config_error *err)
+{
+	struct config *cfg = config_load_text(ENVCONFIG_NAME, text, strlen(text), err);
+	if (cfg != NULL)
+		return cfg;
+	const char *var = err->line <= TEXT_LINES_MAX ? e->var[err->line] : NULL;
+	err->line = 0; /* the generated text's lines mean nothing to the user */
+	size_t n = var != NULL ? strlen(var) + 2 : 0; /* "VAR: " before the message */
+	if (n > 0 && n < sizeof(err->msg)) {
+		memmove(err->msg + n, err->msg, sizeof(err->msg) - n - 1);
+		memcpy(err->msg, var, n - 2);
+		memcpy(err->msg + n - 2, ": ", 2);
+		err->msg[sizeof(err->msg) - 1] = '\0';
+	}
+	return NULL;
+}
+
+struct config *envconfig_load_text(char *text, struct config_error *err)
+{
+	struct env_text e = { .lines = 0 };
+	return load_text(text, &e, err);
+}
+
+struct config *envconfig_load(char *const *envp, struct config_error *err)
+{
+	struct env_text e = { .lines = 0 };
+	char *text = make_text(envp, &e, err);
+	struct config *cfg = text != NULL ? load_text(text, &e, err) : NULL;
+	if (cfg != NULL && env_value(envp, "SRC_RANGES") == NULL)
+		log_info("SRC_RANGES not set or empty: clients from every address are served");
 	return cfg;
 }

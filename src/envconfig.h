@@ -17,4 +17,13 @@ bool envconfig_wanted(char *const *envp);
  * owned by the caller, or NULL with *err naming the variable at fault. */
 struct config *envconfig_load(char *const *envp, struct config_error *err);
 
+/* The configuration text envconfig_load builds from envp (malloc'd, the
+ * caller frees it), or NULL with *err naming the variable at fault: what a
+ * reload compares with the running configuration's text. */
+char *envconfig_text(char *const *envp, struct config_error *err);
+
+/* Loads text made by envconfig_text, taking ownership of it; errors are
+ * reported as envconfig_load reports them (line 0). */
+struct config *envconfig_load_text(char *text, struct config_error *err);
+
 #endif

@@ -2,6 +2,9 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -209,54 +212,133 @@ static int check_restart_only(const struct config *old, const struct config *cfg
 	return -1;
 }
 
-/* The configuration from the file, or from the klipper-lb environment. */
-static struct config *load(const struct dualproxy *dp, struct config_error *err)
+/* The bytes of the configuration: the file's (read without blocking, see
+ * config_read_file), or the text made from the klipper-lb environment.
+ * Returns 0 with a malloc'd *text, or -1 with *err. */
+static int read_source(const struct dualproxy *dp, char **text, size_t *len,
+		       struct config_error *err)
+{
+	if (dp->config_path == NULL) {
+		*text = envconfig_text(environ, err);
+		*len = *text != NULL ? strlen(*text) : 0;
+		return *text != NULL ? 0 : -1;
+	}
+	config_check_owner(dp->config_path, dp->lifecycle.started_as_root);
+	return config_read_file(dp->config_path, text, len, err);
+}
+
+static struct config *parse_source(const struct dualproxy *dp, char *text, size_t len,
+				   struct config_error *err)
 {
 	if (dp->config_path == NULL)
-		return envconfig_load(environ, err);
-	config_check_owner(dp->config_path, dp->lifecycle.started_as_root);
-	return config_load_file(dp->config_path, err);
+		return envconfig_load_text(text, err);
+	return config_load_text(dp->config_path, text, len, err);
 }
 
-/* Opens cfg's metrics endpoint if it differs from the running one; *out is
- * what the daemon should serve after a commit. Returns 0, or -1 on failure. */
-static int metrics_prepare(struct dualproxy *dp, const struct config *cfg,
-			   struct metrics **out)
+static double now_ms(void)
 {
-	*out = dp->metrics;
-	if (metrics_same(dp->metrics, cfg))
-		return 0;
-	*out = NULL;
-	if (cfg->n_metrics_listen == 0)
-		return 0;
-	*out = metrics_open(dp, cfg);
-	return *out != NULL ? 0 : -1;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static void metrics_commit(struct dualproxy *dp, struct metrics *m)
+/* True when one of the n addresses a overlaps one of the m addresses b. */
+static bool any_overlap(const struct addr *a, size_t n, const struct addr *b, size_t m)
 {
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < m; j++)
+			if (addr_overlaps(&a[i], &b[j]))
+				return true;
+	return false;
+}
+
+/* True when a service of cfg listens on an address that overlaps one of
+ * the n addresses m (the running metrics endpoint's). */
+static bool listens_over(const struct config *cfg, const struct addr *m, size_t n)
+{
+	for (const struct service *svc = cfg->services; svc != NULL; svc = svc->next)
+		if (svc->tcp && any_overlap(svc->listen, svc->n_listen, m, n))
+			return true;
+	return false;
+}
+
+/* True when cfg's metrics_listen overlaps one of the open TCP listeners,
+ * which cfg then removes (a config has no overlap of its own). */
+static bool metrics_over_listeners(const struct dualproxy *dp, const struct config *cfg)
+{
+	const struct listener *l;
+	LIST_FOREACH(l, &dp->listeners, link)
+		if (l->type == SOCK_STREAM &&
+		    any_overlap(&l->addr, 1, cfg->metrics_listen, cfg->n_metrics_listen))
+			return true;
+	return false;
+}
+
+/* Opens the running configuration's metrics endpoint again after a failed
+ * reload closed it. */
+static void metrics_reopen(struct dualproxy *dp)
+{
+	if (dp->metrics != NULL || dp->config->n_metrics_listen == 0)
+		return;
+	dp->metrics = metrics_open(dp, dp->config);
+	if (dp->metrics == NULL)
+		log_error("the metrics endpoint could not be opened again: /metrics is not "
+			  "served until dualproxy is restarted");
+}
+
+/* Builds, validates and applies a new configuration; on any error the
+ * running one stays as it was. Returns 0 when it was applied.
+ *
+ * The metrics endpoint moves with the listeners: the new one is bound
+ * before them, unless it takes an address a listener gives up (then right
+ * after that listener closed), and the old one closes first when something
+ * new overlaps it. Either way the moving address refuses connections for
+ * the moment in between, which is logged. */
+static int apply(struct dualproxy *dp, struct config *cfg, struct listeners_diff *diff)
+{
+	const struct config *old = dp->config;
+	struct metrics *m = dp->metrics;
+	char a[ADDR_STRLEN];
+
+	if (check_restart_only(old, cfg) < 0)
+		return -1;
+	bool change = !metrics_same(dp->metrics, cfg);
+	bool close_first = change && dp->metrics != NULL &&
+		(any_overlap(cfg->metrics_listen, cfg->n_metrics_listen, old->metrics_listen,
+			     old->n_metrics_listen) ||
+		 listens_over(cfg, old->metrics_listen, old->n_metrics_listen));
+	bool open_after = change && metrics_over_listeners(dp, cfg);
+	double closed_at = now_ms();
+
+	if (close_first) {
+		log_info("closing metrics on %s first: the reload binds what overlaps it",
+			 addr_format(&old->metrics_listen[0], a));
+		metrics_close(dp->metrics);
+		dp->metrics = NULL;
+	}
+	if (change)
+		m = NULL;
+	if (change && cfg->n_metrics_listen > 0 && !open_after &&
+	    (m = metrics_open(dp, cfg)) == NULL)
+		goto fail;
+	if (listeners_apply(dp, cfg, diff) < 0)
+		goto fail;
+	if (open_after && (m = metrics_open(dp, cfg)) == NULL) {
+		struct listeners_diff back;
+		/* the listeners are cfg's already: put the running ones back */
+		if (listeners_apply(dp, dp->config, &back) < 0)
+			log_error("the running configuration's listeners could not all be "
+				  "opened again: restart dualproxy");
+		goto fail;
+	}
+	if ((close_first || open_after) && cfg->n_metrics_listen > 0)
+		log_info("metrics_listen %s: open after what it overlaps closed: refused "
+			 "connections for up to %.1f ms", addr_format(&cfg->metrics_listen[0], a),
+			 now_ms() - closed_at);
 	if (m != dp->metrics) {
 		metrics_close(dp->metrics);
 		dp->metrics = m;
 	}
-}
-
-/* Builds, validates and applies a new configuration; on any error the
- * running one stays untouched. Returns 0 when it was applied. */
-static int apply(struct dualproxy *dp, struct config *cfg, struct listeners_diff *diff)
-{
-	struct metrics *m = NULL;
-
-	if (check_restart_only(dp->config, cfg) < 0)
-		return -1;
-	if (metrics_prepare(dp, cfg, &m) < 0)
-		return -1;
-	if (listeners_apply(dp, cfg, diff) < 0) {
-		if (m != dp->metrics)
-			metrics_close(m);
-		return -1;
-	}
-	metrics_commit(dp, m);
 	metrics_set_config(dp->metrics, cfg);
 	config_unref(dp->config); /* live relays keep their own services */
 	dp->config = config_ref(cfg);
@@ -264,6 +346,20 @@ static int apply(struct dualproxy *dp, struct config *cfg, struct listeners_diff
 	configure_admission(dp);
 	update_watch(dp);
 	return 0;
+fail:
+	if (m != dp->metrics)
+		metrics_close(m);
+	metrics_reopen(dp);
+	return -1;
+}
+
+/* Gives the memory of a replaced configuration back to the system: glibc
+ * keeps freed pages otherwise, and a big reload would pin them. */
+static void release_memory(void)
+{
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
 }
 
 static void reload(struct dualproxy *dp, const char *why)
@@ -272,22 +368,39 @@ static void reload(struct dualproxy *dp, const char *why)
 	struct config_error err;
 	struct listeners_diff diff;
 	char msg[2 * CONFIG_MSG_MAX];
+	char *text = NULL;
+	size_t len = 0;
 
 	log_info("reloading (%s)", why);
 	notify_reloading(&lc->notify);
-	struct config *cfg = load(dp, &err);
+	double start = now_ms();
+	int rc = read_source(dp, &text, &len, &err);
 	watch_loaded(&lc->watch); /* a broken file is not retried until it changes */
+	if (rc == 0 && config_same_text(dp->config, text, len)) {
+		free(text);
+		dp->stats.reloads_ok++;
+		log_info("the %s is unchanged since the last reload: nothing to apply",
+			 dp->config_path != NULL ? "file" : "environment");
+		log_info("reload: 0 added, %u kept, 0 removed", dp->n_listeners);
+		release_memory(); /* what connections that ended since held */
+		send_status(dp, "READY=1");
+		return;
+	}
+	struct config *cfg = rc == 0 ? parse_source(dp, text, len, &err) : NULL;
 	if (cfg == NULL)
 		log_error("%s", config_error_format(&err, msg, sizeof(msg)));
 	if (cfg == NULL || apply(dp, cfg, &diff) < 0) {
 		config_unref(cfg);
+		release_memory();
 		dp->stats.reloads_failed++;
 		log_error("reload failed: keeping the running configuration");
 		send_status(dp, "READY=1");
 		return;
 	}
 	config_unref(cfg);
+	release_memory();
 	dp->stats.reloads_ok++;
+	log_debug("reload: read, checked and applied in %.1f ms", now_ms() - start);
 	log_info("reload: %u added, %u kept, %u removed", diff.added, diff.kept, diff.removed);
 	send_status(dp, "READY=1");
 }

@@ -9,6 +9,7 @@
 #include "parse.h"
 
 #define DURATION_MAX_SEC (7.0 * 24 * 3600)
+#define DURATION_MIN_SEC 0.001 /* the event loop's timers resolve no finer */
 
 static const struct {
 	const char *suffix;
@@ -38,6 +39,10 @@ int parse_duration(const char *s, double *out, const char **err)
 		v *= duration_units[i].seconds;
 		if (v <= 0) {
 			*err = "duration must be greater than zero";
+			return -1;
+		}
+		if (v < DURATION_MIN_SEC) {
+			*err = "duration too short (at least 1ms)";
 			return -1;
 		}
 		if (v > DURATION_MAX_SEC) {

@@ -5,7 +5,8 @@
 #include <stdbool.h>
 
 /* Durations: a decimal number followed by ms, s, m or h ("1.5s", "250ms",
- * "15m"); a bare number is seconds. Must be > 0 and at most a week.
+ * "15m"); a bare number is seconds. Must be at least a millisecond and at
+ * most a week.
  * Returns 0 and seconds in *out, or -1 with *err set to a static message. */
 int parse_duration(const char *s, double *out, const char **err);
 

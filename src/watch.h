@@ -7,14 +7,19 @@
 #include <stdbool.h>
 #include <sys/stat.h>
 
-#define WATCH_INTERVAL 1.0 /* seconds between stat() polls where inotify is not used */
+#define WATCH_INTERVAL 1.0 /* seconds between stat() polls, also with inotify */
+#define WATCH_SETTLE 0.5   /* seconds a file changed in place must stay unchanged */
 
-/* Two libev stat watchers: one on the file (through its symlinks) and one on
- * its directory, where kubelet swaps the `..data` symlink of a mounted
- * ConfigMap without touching the file's own name. libev compares times in
- * whole seconds, so a timer also checks once per WATCH_INTERVAL for changes
- * within one second. Each only leads to a callback when what the path
- * resolves to has changed since it was loaded. */
+/* Watches the file through inotify (the file the path resolves to, and the
+ * path's directory, where kubelet swaps the `..data` symlink of a mounted
+ * ConfigMap without touching the file's own name) and a stat() poll every
+ * WATCH_INTERVAL (for changes inotify cannot see, and where it is not
+ * available). A change leads to the callback only when it is complete:
+ * - another file behind the path (renamed over it, a symlink swap): at once,
+ *   unless it is still being written;
+ * - the same file rewritten in place: once the writer that wrote to it has
+ *   closed it, and it has then not changed for WATCH_SETTLE seconds, so that
+ *   a half-written file is never loaded (without inotify only the latter). */
 struct config_watch {
 	/* configuration */
 	struct ev_loop *loop;
@@ -22,16 +27,23 @@ struct config_watch {
 	void *ctx;
 	char path[PATH_MAX];
 	char dir[PATH_MAX];
+	char base[NAME_MAX + 1];    /* the path's last component */
 	/* runtime */
-	ev_stat file, parent;
-	ev_timer poll;
-	struct stat loaded; /* the file as last loaded; st_ino 0 if it was missing */
+	int ifd;                    /* inotify; -1: polling only */
+	int wd_file, wd_dir;        /* its watches; -1: none */
+	ev_io events;               /* ifd readable */
+	ev_timer poll;              /* every WATCH_INTERVAL */
+	ev_timer settle;            /* running while a change settles */
+	bool writing;               /* written to and not closed by the writer yet */
+	bool told_writing;          /* that was logged for this change */
+	struct stat loaded;         /* the file as last loaded; st_ino 0 if it was missing */
+	struct stat seen;           /* the file when the settle timer was (re)armed */
 };
 
 void watch_init(struct config_watch *w, struct ev_loop *loop,
 		void (*changed)(void *ctx), void *ctx);
 
-/* Starts watching path; the watchers do not keep the loop alive. */
+/* Starts watching path. */
 void watch_start(struct config_watch *w, const char *path);
 
 void watch_stop(struct config_watch *w);

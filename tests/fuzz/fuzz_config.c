@@ -68,6 +68,36 @@ static void check_no_overlap(const struct config *cfg)
 	}
 }
 
+/* No backend of a loaded config is one of its own listen addresses (of a
+ * protocol both relay), nor a loopback address on the port of a wildcard
+ * listener: every connection would come back to dualproxy. */
+static void check_no_loop(const struct config *cfg)
+{
+	char a[ADDR_STRLEN], b[ADDR_STRLEN];
+
+	for (const struct service *s = cfg->services; s != NULL; s = s->next) {
+		const struct addr *backends[2] = { s->has_backend4 ? &s->backend4 : NULL,
+						   s->has_backend6 ? &s->backend6 : NULL };
+		for (int k = 0; k < 2; k++) {
+			const struct addr *be = backends[k];
+			for (const struct service *o = cfg->services; o != NULL && be != NULL;
+			     o = o->next) {
+				if (!((s->tcp && o->tcp) || (s->udp && o->udp)))
+					continue;
+				for (size_t j = 0; j < o->n_listen; j++) {
+					const struct addr *l = &o->listen[j];
+					bool loop = addr_equal(be, l) ||
+						    (addr_is_wildcard(l) && addr_is_loopback(be) &&
+						     addr_family(l) == addr_family(be) &&
+						     addr_port(l) == addr_port(be));
+					FUZZ_CHECK(!loop, "[%s] backend %s is [%s]'s listen %s", s->name,
+						   addr_format(be, a), o->name, addr_format(l, b));
+				}
+			}
+		}
+	}
+}
+
 static void check_service(const struct service *svc)
 {
 	FUZZ_CHECK(memchr(svc->name, '\0', sizeof(svc->name)) != NULL, "name not terminated");
@@ -86,6 +116,14 @@ static void check_service(const struct service *svc)
 		   "[%s]: backend4 is not IPv4", svc->name);
 	FUZZ_CHECK(!svc->has_backend6 || addr_family(&svc->backend6) == AF_INET6,
 		   "[%s]: backend6 is not IPv6", svc->name);
+	/* a backend that no TCP connection can reach is an error */
+	FUZZ_CHECK(!svc->has_backend4 || addr_backend_problem(&svc->backend4) == NULL,
+		   "[%s]: backend4: %s", svc->name, addr_backend_problem(&svc->backend4));
+	FUZZ_CHECK(!svc->has_backend6 || addr_backend_problem(&svc->backend6) == NULL,
+		   "[%s]: backend6: %s", svc->name, addr_backend_problem(&svc->backend6));
+	FUZZ_CHECK(svc->connect_timeout >= 0.001 && svc->idle_timeout >= 0.001,
+		   "[%s]: a timeout under a millisecond (%g, %g)", svc->name,
+		   svc->connect_timeout, svc->idle_timeout);
 	const int families[] = { AF_INET, AF_INET6 };
 	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
 		const struct addr *b = service_backend(svc, families[i]);
@@ -121,6 +159,9 @@ static void check_config(const struct config *cfg)
 	}
 	FUZZ_CHECK(n == cfg->n_services, "n_services %zu, %zu in the list", cfg->n_services, n);
 	check_no_overlap(cfg);
+	check_no_loop(cfg);
+	FUZZ_CHECK(cfg->text != NULL && cfg->text_len == strlen(cfg->text),
+		   "the config does not keep the text it came from");
 }
 
 static void check_error(const struct config_error *err, const char *text)

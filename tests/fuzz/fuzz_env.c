@@ -56,6 +56,16 @@ static void check_loaded(char *const *envp, const struct config *cfg)
 		   "backend4 is not IPv4");
 	FUZZ_CHECK(!svc->has_backend6 || addr_family(&svc->backend6) == AF_INET6,
 		   "backend6 is not IPv6");
+	FUZZ_CHECK(!svc->has_backend4 || addr_backend_problem(&svc->backend4) == NULL,
+		   "backend4: %s", addr_backend_problem(&svc->backend4));
+	FUZZ_CHECK(!svc->has_backend6 || addr_backend_problem(&svc->backend6) == NULL,
+		   "backend6: %s", addr_backend_problem(&svc->backend6));
+	/* what a reload compares with: the same environment makes the same text */
+	struct config_error err;
+	char *text = envconfig_text(envp, &err);
+	FUZZ_CHECK(text != NULL && config_same_text(cfg, text, strlen(text)),
+		   "envconfig_text differs from the text the config was loaded from");
+	free(text);
 	FUZZ_CHECK(svc->allow.n <= CIDR_MAX, "%zu prefixes", svc->allow.n);
 }
 

@@ -1512,6 +1512,153 @@ def accept_queue(port):
 
 
 # --------------------------------------------------------------------------
+# a network namespace of the daemon's own (root): all ports free, addresses
+# and netfilter rules of its own (see test_loop.py, test_reload_scale.py)
+
+CLONE_NEWNET = 0x40000000
+
+
+class NetNs:
+    """A new network namespace with only lo, up (`ip netns add`). The daemon
+    runs in it through wrapper(); call(fn, ...) runs fn in a thread that
+    entered it, so that every socket fn makes is the namespace's (and may be
+    used afterwards from any thread)."""
+
+    def __init__(self):
+        import secrets
+        self.name = "dpx-%d-%s" % (os.getpid(), secrets.token_hex(3))
+        self.made = False
+
+    def ip(self, *args):
+        r = subprocess.run(["ip", "-n", self.name, *args], capture_output=True, text=True,
+                           timeout=T(10))
+        assert r.returncode == 0, "ip %s: %s" % (" ".join(args), r.stderr.strip())
+
+    def run(self, *cmd, check=True, timeout=None):
+        """A command in the namespace; returns the CompletedProcess."""
+        r = subprocess.run(["ip", "netns", "exec", self.name, *cmd], capture_output=True,
+                           text=True, timeout=T(10) if timeout is None else timeout)
+        if check:
+            assert r.returncode == 0, "%s: %s" % (" ".join(cmd), r.stderr.strip())
+        return r
+
+    def create(self):
+        if shutil.which("ip") is None:
+            pytest.fail("ip (iproute2) not found", pytrace=False)
+        r = subprocess.run(["ip", "netns", "add", self.name], capture_output=True, text=True,
+                           timeout=T(10))
+        assert r.returncode == 0, r.stderr
+        self.made = True
+        self.ip("link", "set", "lo", "up")
+        return self
+
+    def delete(self):
+        if self.made:
+            subprocess.run(["ip", "netns", "del", self.name], capture_output=True,
+                           timeout=T(10))
+            self.made = False
+
+    def wrapper(self):
+        """A Proxy wrapper that runs the daemon in the namespace (same PID)."""
+        return ("ip", "netns", "exec", self.name)
+
+    def call(self, fn, *args, **kwargs):
+        import ctypes
+        out = {}
+
+        def body():
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = os.open("/run/netns/%s" % self.name, os.O_RDONLY)
+                try:
+                    if libc.setns(fd, CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), "setns")
+                finally:
+                    os.close(fd)
+                out["value"] = fn(*args, **kwargs)
+            except BaseException as e:  # re-raised in the caller
+                out["error"] = e
+
+        t = threading.Thread(target=body, daemon=True)
+        t.start()
+        t.join()
+        if "error" in out:
+            raise out["error"]
+        return out.get("value")
+
+
+@pytest.fixture
+def netns():
+    if not IS_ROOT:
+        pytest.skip("needs root: creates a network namespace")
+    ns = NetNs()
+    try:
+        yield ns.create()
+    finally:
+        ns.delete()
+
+
+# --------------------------------------------------------------------------
+# stalls of the event loop, seen from a client
+
+class StallProbe(threading.Thread):
+    """Connects to host:port every `interval` seconds (through a tagged or
+    echo backend: one byte there and back) and records how long each round
+    took: a reload that holds the event loop shows as a slow round. worst()
+    is the slowest round in seconds; failures are rounds that failed."""
+
+    def __init__(self, host, port, interval=0.01):
+        super().__init__(daemon=True)
+        self.host, self.port, self.interval = host, port, interval
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.rounds = []
+        self.failures = []
+
+    def one(self):
+        start = time.monotonic()
+        with socket.create_connection((self.host, self.port), timeout=T(5)) as s:
+            s.settimeout(T(5))
+            s.sendall(b"x")
+            got = b""
+            while b"x" not in got:
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise AssertionError("EOF before the echo")
+                got += chunk
+        return time.monotonic() - start
+
+    def run(self):
+        while not self.stop_event.is_set():
+            try:
+                took = self.one()
+                with self.lock:
+                    self.rounds.append(took)
+            except Exception as e:
+                with self.lock:
+                    self.failures.append(repr(e))
+            self.stop_event.wait(self.interval)
+
+    def __enter__(self):
+        self.start()
+        wait_until(lambda: len(self.rounds) >= 5 or self.failures, T(5),
+                   what="the first rounds of the stall probe")
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        self.join(T(10))
+
+    def worst(self):
+        with self.lock:
+            return max(self.rounds) if self.rounds else None
+
+    def count(self):
+        with self.lock:
+            return len(self.rounds)
+
+
+# --------------------------------------------------------------------------
 # UDP: the gate, ports, backends, clients, the flow log line, /proc/net/udp
 # (see test_udp*.py)
 
@@ -1976,3 +2123,24 @@ def series(m, name, **labels):
     include `labels`."""
     want = set(labels.items())
     return {l: v for (n, l), v in m.samples.items() if n == name and want <= set(l)}
+
+
+# --------------------------------------------------------------------------
+# what the daemon's memory figures mean
+
+_plain = []
+
+
+def plain_allocator():
+    """True when the daemon under test allocates with glibc's malloc, so
+    that its RSS says what dualproxy holds: not a sanitizer build (ASan keeps
+    freed memory in quarantine) and not run through a wrapper script such as
+    tests/valgrind.sh (valgrind replaces malloc)."""
+    if not _plain:
+        try:
+            with open(BINARY, "rb") as f:
+                data = f.read()
+            _plain.append(not data.startswith(b"#!") and b"__asan_init" not in data)
+        except OSError:
+            _plain.append(False)
+    return _plain[0]

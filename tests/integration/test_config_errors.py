@@ -271,6 +271,87 @@ CASES = {
         !listen =
         backend4 = 127.0.0.1:80
     """,
+    # values that parse but could never work: every connection would fail
+    "connect-timeout-under-a-millisecond": """
+        [global]
+        !connect_timeout = 0.0000001ms
+        [web]
+        listen = 127.0.0.1:18081
+        backend4 = 127.0.0.1:80
+    """,
+    "idle-timeout-under-a-millisecond": """
+        [web]
+        listen = 127.0.0.1:18081
+        backend4 = 127.0.0.1:80
+        !idle_timeout = 0.5ms
+    """,
+    "backend-link-local-without-interface": """
+        [web]
+        listen = 127.0.0.1:18081
+        !backend6 = [fe80::1]:80
+    """,
+    "backend6-ipv4-mapped": """
+        [web]
+        listen = 127.0.0.1:18081
+        !backend6 = [::ffff:10.43.0.1]:80
+    """,
+    "backend-unspecified-v4": """
+        [web]
+        listen = 127.0.0.1:18081
+        !backend4 = 0.0.0.0:80
+    """,
+    "backend-unspecified-v6": """
+        [web]
+        listen = 127.0.0.1:18081
+        !backend6 = [::]:80
+    """,
+    "backend-broadcast": """
+        [web]
+        listen = 127.0.0.1:18081
+        !backend4 = 255.255.255.255:80
+    """,
+    "backend-multicast-v4": """
+        [web]
+        listen = 127.0.0.1:18081
+        !backend4 = 224.0.0.1:80
+    """,
+    "backend-multicast-v6": """
+        [web]
+        listen = 127.0.0.1:18081
+        !backend6 = [ff02::1]:80
+    """,
+    "listen-link-local-without-interface": """
+        [web]
+        !listen = [fe80::1]:18081
+        backend4 = 127.0.0.1:80
+    """,
+    # a backend that is dualproxy's own listener: a loop
+    "backend-is-own-bare-port": """
+        [loop]
+        listen = 18010
+        !backend4 = 127.0.0.1:18010
+    """,
+    "backend-is-own-address": """
+        [loop]
+        listen = [::1]:18010
+        !backend6 = [::1]:18010
+    """,
+    "backend-is-other-services-listener": """
+        [a]
+        listen = 18010
+        backend4 = 10.43.0.1:80
+        [b]
+        listen = 18011
+        !backend4 = 127.0.0.1:18010
+    """,
+    "backend-is-later-services-listener": """
+        [a]
+        listen = 18011
+        !backend6 = [::1]:18012
+        [b]
+        listen = [::1]:18012
+        backend4 = 10.43.0.1:80
+    """,
 }
 
 

@@ -176,6 +176,25 @@ BAD = [
     ("DEST_PROTO", {"DEST_PROTO": "ICMP"}, None),
     ("SRC_RANGES", {"SRC_RANGES": "10.0.0.0/33"}, None),
     ("SRC_RANGES", {"SRC_RANGES": "10.0.0.0/8,nonsense"}, None),
+    # destinations no connection reaches
+    ("DEST_IPS", {"DEST_IPS": "0.0.0.0"},
+     "environment: DEST_IPS: the unspecified address is not a backend: '0.0.0.0'"),
+    ("DEST_IPS", {"DEST_IPS": "10.43.0.1,::"},
+     "environment: DEST_IPS: the unspecified address is not a backend: '::'"),
+    ("DEST_IPS", {"DEST_IPS": "255.255.255.255"},
+     "environment: DEST_IPS: the broadcast address is not a backend"),
+    ("DEST_IPS", {"DEST_IPS": "224.0.0.1"},
+     "environment: DEST_IPS: a multicast address is not a backend: '224.0.0.1'"),
+    ("DEST_IPS", {"DEST_IPS": "ff02::1"},
+     "environment: DEST_IPS: a multicast address is not a backend: 'ff02::1'"),
+    ("DEST_IPS", {"DEST_IPS": "::ffff:10.43.0.1"},
+     "environment: DEST_IPS: IPv4-mapped address"),
+    ("DEST_IPS", {"DEST_IPS": "fe80::1"},
+     "environment: DEST_IPS: a link-local address is not a backend here"),
+    ("DEST_IP", {"DEST_IPS": None, "DEST_IP": "0.0.0.0"},
+     "environment: DEST_IP: the unspecified address"),
+    ("DEST_IP6", {"DEST_IPS": None, "DEST_IP6": "ff05::2"},
+     "environment: DEST_IP6: a multicast address"),
 ]
 
 
@@ -195,3 +214,29 @@ def test_env_errors(var, override, exact, check_only):
     assert "configuration ok" not in r.stderr, r.stderr
     if not check_only:
         assert not listen_sockets(src), "bound although the environment is bad"
+
+
+@pytest.mark.parametrize("check_only", [False, True], ids=["run", "t"])
+def test_env_destination_is_dualproxy_itself(check_only):
+    """DEST_IPS on this host with DEST_PORT = SRC_PORT: the service's own
+    listener, a loop; the error names the variable."""
+    src = free_dual_port()
+    r = run_dualproxy_env(klipper_env(SRC_PORT=src, DEST_PORT=src, DEST_IPS="127.0.0.1,::1"),
+                          *(("-t",) if check_only else ()), timeout=T(5))
+    assert r.returncode == EX_CONFIG, (r.returncode, r.stderr)
+    assert ("environment: DEST_IPS: backend4 127.0.0.1:%d is an address of this host" % src
+            in r.stderr), r.stderr
+    assert "loop back" in r.stderr, r.stderr
+
+
+def test_env_sighup_is_a_no_op(env_proxy_factory, backends):
+    """The environment of a running process does not change: a SIGHUP makes
+    the same text again and applies nothing."""
+    src, dest, rec4, rec6 = klipper_ports(backends)
+    proxy = env_proxy_factory(klipper_env(SRC_PORT=src, DEST_PORT=dest,
+                                          DEST_IPS="127.0.0.1,::1"))
+    for _ in range(3):
+        ok, lines = proxy.reload()
+        assert ok, lines
+        assert "the environment is unchanged since the last reload: nothing to apply" \
+            in "\n".join(lines), lines

@@ -33,7 +33,7 @@ from conftest import (CAP_NET_BIND_SERVICE, V4, V6, T, assert_refused,
                       connect, distinct_dual_ports, fmt_addr, ini,
                       is_readable, listen_sockets, local_addr, low_dual_port,
                       needs_root, pattern, recv_exact, recv_line,
-                      run_dualproxy, status_caps, status_ids, tagged_echo,
+                      run_dualproxy, scrape, status_caps, status_ids, tagged_echo,
                       wait_closed)
 
 RELOAD_FAILED = "reload failed: keeping the running configuration"
@@ -546,3 +546,210 @@ def test_user_change_needs_restart(proxy_factory, tags, change, key):
     caps = status_caps(st)
     assert caps["CapEff"] == 0 and caps["CapPrm"] == 0, caps
     assert not proxy.grep(r"running as root")
+
+
+# --------------------------------------------------------------------------
+# an unchanged file is no reload
+
+def test_reload_unchanged_file_is_a_no_op(proxy_factory, tags):
+    """The same bytes again (touched, or rewritten with the same text) are
+    not parsed or applied again: logged as such, counted as a success."""
+    port = distinct_dual_ports(1)[0]
+    text = ini(web(port, tags["a4"], tags["a6"]))
+    proxy = proxy_factory(text, readable=True)
+    for change in ("nothing", "touch", "rewrite"):
+        if change == "touch":
+            os.utime(proxy.config_path)
+        elif change == "rewrite":
+            proxy.rewrite(text)
+        ok, lines = proxy.reload()
+        logged = "\n".join(lines)
+        assert ok, logged
+        assert "the file is unchanged since the last reload: nothing to apply" in logged, logged
+        assert "reload: 0 added, 2 kept, 0 removed" in logged, logged
+        assert not re.search(r"listening on|closed ", logged), logged
+    # one byte more is a reload
+    ok, lines = proxy.reload(text + "; changed\n")
+    logged = "\n".join(lines)
+    assert ok and "unchanged" not in logged, logged
+    # a failed reload does not count as the last applied text
+    proxy.reload(text + "bogus = 1\n")
+    ok, lines = proxy.reload(text + "; changed\n")
+    assert ok and "unchanged" in "\n".join(lines), lines
+    check_web(port, "a")
+
+
+# --------------------------------------------------------------------------
+# addresses that overlap one being removed: bound right after it closes
+
+def test_reload_narrows_a_bare_port(proxy_factory, tags):
+    """`P` (0.0.0.0:P and [::]:P) becomes `127.0.0.1:P, [::1]:P`: the new
+    sockets can only be bound once the old ones are closed."""
+    port = distinct_dual_ports(1)[0]
+    proxy = proxy_factory(ini(web(port, tags["a4"], tags["a6"])), readable=True)
+    since = proxy.mark()
+    counts = proxy.reload_ok(ini(web("127.0.0.1:%d, [::1]:%d" % (port, port),
+                                     tags["b4"], tags["b6"])))
+    assert counts == (2, 0, 2), counts
+    for a in (fmt_addr(V4, port), fmt_addr(V6, port)):
+        assert proxy.grep(r"listening on %s after closing an overlapping address"
+                          % re.escape(a), since=since), proxy.stderr_text()
+    assert {a for a, _ in sockets_of(port)} == {fmt_addr(V4, port), fmt_addr(V6, port)}
+    check_web(port, "b")
+
+
+def test_reload_widens_to_a_bare_port(proxy_factory, tags):
+    port = distinct_dual_ports(1)[0]
+    proxy = proxy_factory(ini(web("127.0.0.1:%d, [::1]:%d" % (port, port),
+                                  tags["a4"], tags["a6"])), readable=True)
+    since = proxy.mark()
+    counts = proxy.reload_ok(ini(web(port, tags["b4"], tags["b6"])))
+    assert counts == (2, 0, 2), counts
+    for a in ("0.0.0.0:%d" % port, "[::]:%d" % port):
+        assert proxy.grep(r"listening on %s after closing an overlapping address"
+                          % re.escape(a), since=since), proxy.stderr_text()
+    assert {a for a, _ in sockets_of(port)} == {"0.0.0.0:%d" % port, "[::]:%d" % port}
+    check_web(port, "b")
+
+
+# --------------------------------------------------------------------------
+# metrics_listen moves with the listeners
+
+def with_metrics(mlisten, body):
+    return ini("""
+        [global]
+        metrics_listen = %s
+    """ % mlisten) + ini(body)
+
+
+def side(port, b):
+    return """
+        [side]
+        listen = 127.0.0.1:%d
+        backend4 = %s
+    """ % (port, fmt_addr(*b))
+
+
+def window_ms(proxy, since, addr):
+    m = proxy.wait_for(r"metrics_listen %s: open after what it overlaps closed: refused "
+                       r"connections for up to ([\d.]+) ms" % re.escape(addr), since=since)
+    return float(m.group(1))
+
+
+def test_metrics_moves_onto_a_port_a_service_gives_up(proxy_factory, tags):
+    """[side] gives up 127.0.0.1:S and metrics_listen takes it in the same
+    reload (bound right after the listener closed), and back again (the
+    metrics endpoint closes first, then the listener binds)."""
+    port, s, m = distinct_dual_ports(3)
+    conf_a = with_metrics("127.0.0.1:%d" % m, web(port, tags["a4"], tags["a6"])
+                          + side(s, tags["b4"]))
+    conf_b = with_metrics("127.0.0.1:%d" % s, web(port, tags["a4"], tags["a6"]))
+    proxy = proxy_factory(conf_a, readable=True)
+    assert tagged_echo(V4, s, b"x") == "b4 AF_INET"
+
+    since = proxy.mark()
+    assert proxy.reload_ok(conf_b) == (0, 2, 1)
+    assert window_ms(proxy, since, fmt_addr(V4, s)) < T(50)
+    assert scrape(V4, s).value("dualproxy_reloads_total", result="success") == 1
+    assert_refused(V4, m, "(metrics moved away)")
+    check_web(port, "a")
+
+    since = proxy.mark()
+    assert proxy.reload_ok(conf_a) == (1, 2, 0)
+    assert proxy.grep(r"closing metrics on %s first" % re.escape(fmt_addr(V4, s)), since=since)
+    assert window_ms(proxy, since, fmt_addr(V4, m)) < T(50)
+    assert tagged_echo(V4, s, b"x") == "b4 AF_INET"
+    assert scrape(V4, m).value("dualproxy_reloads_total", result="success") == 2
+
+
+def test_metrics_and_a_service_swap_ports(proxy_factory, tags):
+    port, s, m = distinct_dual_ports(3)
+    conf_a = with_metrics("127.0.0.1:%d" % m, web(port, tags["a4"], tags["a6"])
+                          + side(s, tags["b4"]))
+    conf_b = with_metrics("127.0.0.1:%d" % s, web(port, tags["a4"], tags["a6"])
+                          + side(m, tags["b4"]))
+    proxy = proxy_factory(conf_a, readable=True)
+    for conf, mport, sport in ((conf_b, s, m), (conf_a, m, s)):
+        assert proxy.reload_ok(conf) == (1, 2, 1)
+        assert tagged_echo(V4, sport, b"x") == "b4 AF_INET"
+        scrape(V4, mport)
+        check_web(port, "a")
+
+
+def test_metrics_narrowed_from_a_bare_port(proxy_factory, tags):
+    """metrics_listen = M (both wildcards) becomes 127.0.0.1:M: the old
+    sockets close first."""
+    port, m = distinct_dual_ports(2)
+    body = web(port, tags["a4"], tags["a6"])
+    proxy = proxy_factory(with_metrics(str(m), body), readable=True)
+    scrape(V6, m)
+    since = proxy.mark()
+    assert proxy.reload_ok(with_metrics("127.0.0.1:%d" % m, body)) == (0, 2, 0)
+    assert window_ms(proxy, since, fmt_addr(V4, m)) < T(50)
+    scrape(V4, m)
+    assert_refused(V6, m, "(metrics on 127.0.0.1 only)")
+    assert proxy.reload_ok(with_metrics(str(m), body)) == (0, 2, 0)
+    scrape(V6, m)
+
+
+def test_metrics_move_rolled_back_when_a_listener_fails(proxy_factory, tags):
+    """The metrics endpoint closed first for a service that takes its port,
+    and then another new port cannot be bound: the endpoint is open again
+    where it was, nothing of the file is applied."""
+    port, m, m2 = distinct_dual_ports(3)
+    body = web(port, tags["a4"], tags["a6"])
+    proxy = proxy_factory(with_metrics("127.0.0.1:%d" % m, body), readable=True)
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        busy.bind((V4, 0))
+        busy.listen(1)
+        ok, lines = proxy.reload(with_metrics("127.0.0.1:%d" % m2, body + side(m, tags["b4"])
+                                              + """
+            [busy]
+            listen = 127.0.0.1:%d
+            backend4 = %s
+        """ % (busy.getsockname()[1], fmt_addr(*tags["b4"]))))
+    finally:
+        busy.close()
+    logged = "\n".join(lines)
+    assert not ok, logged
+    assert RELOAD_FAILED in logged
+    assert scrape(V4, m).value("dualproxy_reloads_total", result="failure") == 1
+    assert_refused(V4, m2, "(the failed reload's metrics_listen)")
+    check_web(port, "a")
+
+
+def test_metrics_move_rolled_back_when_it_cannot_bind(proxy_factory, tags):
+    """metrics_listen takes [side]'s 127.0.0.1:S as a bare port S, whose
+    [::]:S someone else blocks: the listeners are put back as they were."""
+    port, s, m = distinct_dual_ports(3)
+    body = web(port, tags["a4"], tags["a6"])
+    proxy = proxy_factory(with_metrics("127.0.0.1:%d" % m, body + side(s, tags["b4"])),
+                          readable=True)
+    blocker = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        blocker.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        blocker.bind((V6, s))
+        blocker.listen(1)
+        ok, lines = proxy.reload(with_metrics(str(s), body))
+    finally:
+        blocker.close()
+    logged = "\n".join(lines)
+    assert not ok, logged
+    assert "cannot listen on [::]:%d" % s in logged, logged
+    assert tagged_echo(V4, s, b"x") == "b4 AF_INET"
+    assert scrape(V4, m).value("dualproxy_reloads_total", result="failure") == 1
+    check_web(port, "a")
+
+
+def test_metrics_removed_for_a_service_on_its_port(proxy_factory, tags):
+    """metrics_listen goes away and a service takes its port in the same
+    reload: the endpoint closes first, then the listener binds."""
+    port, m = distinct_dual_ports(2)
+    body = web(port, tags["a4"], tags["a6"])
+    proxy = proxy_factory(with_metrics("127.0.0.1:%d" % m, body), readable=True)
+    since = proxy.mark()
+    assert proxy.reload_ok(ini(body + side(m, tags["b4"]))) == (1, 2, 0)
+    assert proxy.grep(r"closing metrics on %s first" % re.escape(fmt_addr(V4, m)), since=since)
+    assert tagged_echo(V4, m, b"x") == "b4 AF_INET"
+    check_web(port, "a")

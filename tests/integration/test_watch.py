@@ -10,6 +10,11 @@ change reloads it as SIGHUP does: `reloading (the file changed)`, then
 * A plain file rewritten in place (same inode), or replaced by rename().
 * A broken version is rejected (old config kept); the next good one applies.
 * Without watch_config nothing changes until SIGHUP.
+* A file is never loaded half-written: a rewrite in place is reloaded once
+  the writer has closed the file and it has not changed for 0.5 s (a writer
+  that pauses 1.5 s in the middle is waited for; two writes 0.1 s apart are
+  one reload); another file behind the path (kubelet's swap, a rename) is
+  complete as it appears and reloaded at once.
 
 Every change is verified by traffic through tagged backends. The files and
 directories are world-readable: the daemon reads them again as nobody.
@@ -303,3 +308,74 @@ def test_inplace_rewrite_same_size_same_second(proxy_factory, tags):
         f.write(text_b)
     wait_tag(V4, port, "b4 AF_INET", T(PICKUP))
     check_reload_logged(proxy, since, (0, 2, 0))
+
+
+# --------------------------------------------------------------------------
+# a file that is still being written is never loaded half
+
+def test_inplace_rewrite_with_a_pause_is_not_applied_half(proxy_factory, tags):
+    """The writer truncates the file, writes the first part (on its own a
+    valid config: [web] on the b backends), pauses 1.5 s, then writes the
+    rest ([extra]) and closes it. Nothing is reloaded while the writer
+    pauses; once it closed the file, the whole file is applied, once."""
+    port, extra = distinct_dual_ports(2)
+    proxy = proxy_factory(config(port, tags["a4"], tags["a6"]), readable=True)
+    full = config(port, tags["b4"], tags["b6"], extra="""
+        [extra]
+        listen = %d
+        backend4 = %s
+        backend6 = %s
+    """ % (extra, fmt_addr(*tags["b4"]), fmt_addr(*tags["b6"])))
+    cut = full.index("[extra]")
+    next_second()
+    since = proxy.mark()
+    with open(proxy.config_path, "w") as f:
+        f.write(full[:cut])
+        f.flush()
+        time.sleep(1.5)
+        assert not proxy.grep(r"reloading \(|reload:", since=since), \
+            "a half-written file was loaded:\n%s" % "\n".join(proxy.lines[since:])
+        assert tagged_echo(V4, port, b"x\n") == "a4 AF_INET"
+        f.write(full[cut:])
+    check_reload_logged(proxy, since, (2, 2, 0))
+    proxy.wait_for(r"changed and is still open for writing", timeout=T(1), since=since)
+    assert len(proxy.grep(r"reloading \(the file changed\)", since=since)) == 1
+    assert tagged_echo(V4, extra, b"x\n") == "b4 AF_INET"
+    assert tagged_echo(V6, port, b"x\n") == "b6 AF_INET6"
+
+
+def test_inplace_rewrites_in_quick_succession_are_one_reload(proxy_factory, tags):
+    """Two writes that each close the file, 0.1 s apart (less than the
+    0.5 s a change settles): one reload, of the second version."""
+    port, = distinct_dual_ports(1)
+    proxy = proxy_factory(config(port, tags["a4"], tags["a6"]), readable=True)
+    next_second()
+    since = proxy.mark()
+    with open(proxy.config_path, "w") as f:
+        f.write(config(port, tags["b4"], tags["a6"]))
+    time.sleep(0.1)
+    with open(proxy.config_path, "w") as f:
+        f.write(config(port, tags["b4"], tags["b6"]))
+    wait_tag(V6, port, "b6 AF_INET6", T(PICKUP))
+    time.sleep(T(1))
+    assert len(proxy.grep(r"reloading \(the file changed\)", since=since)) == 1, \
+        "\n".join(proxy.lines[since:])
+    assert tagged_echo(V4, port, b"x\n") == "b4 AF_INET"
+
+
+def test_configmap_swap_is_not_delayed(path_proxy_factory, public_tmp, tags):
+    """kubelet's swap puts another, complete file behind the path: it is
+    reloaded at once, without waiting for the file to settle."""
+    port, = distinct_dual_ports(1)
+    cm = ConfigMapDir(public_tmp / "config",
+                      {"dualproxy.ini": config(port, tags["a4"], tags["a6"])})
+    proxy = path_proxy_factory(cm.path("dualproxy.ini"))
+    next_second()
+    since = proxy.mark()
+    start = time.monotonic()
+    cm.update({"dualproxy.ini": config(port, tags["b4"], tags["b6"])})
+    proxy.wait_for(r"reload: 0 added, 2 kept, 0 removed", timeout=T(PICKUP), since=since)
+    took = time.monotonic() - start
+    if T(1) == 1:  # timing is only meaningful at full speed
+        assert took < 0.4, "the swap was reloaded %.2fs later" % took
+    assert tagged_echo(V4, port, b"x\n") == "b4 AF_INET"

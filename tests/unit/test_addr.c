@@ -8,6 +8,8 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <net/if.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "addr.h"
@@ -403,6 +405,162 @@ static void test_port_and_family(void **state)
 	assert_false(addr_equal(&a, &b)); /* unknown families never compare equal */
 }
 
+/* ---- link-local scopes ---- */
+
+static void test_parse_scope(void **state)
+{
+	(void)state;
+	char buf[ADDR_STRLEN], want[ADDR_STRLEN];
+	unsigned lo = if_nametoindex("lo");
+
+	struct addr a = parse_ok("[fe80::1%1]:80");
+	assert_int_equal(a.u.in6.sin6_scope_id, 1);
+	assert_int_equal(addr_port(&a), 80);
+	if (lo == 0)
+		skip();
+	a = parse_ok("[fe80::1%lo]:8080");
+	assert_int_equal(a.u.in6.sin6_scope_id, lo);
+	assert_string_equal(addr_format(&a, buf), "[fe80::1%lo]:8080");
+	/* an index is written as the interface's name */
+	snprintf(want, sizeof(want), "[fe80::1%%%u]:80", lo);
+	a = parse_ok(want);
+	assert_string_equal(addr_format(&a, buf), "[fe80::1%lo]:80");
+	/* the same address on another link is another address */
+	struct addr b = parse_ok("[fe80::1%lo]:8080");
+	struct addr c = b;
+	c.u.in6.sin6_scope_id = lo + 1000;
+	assert_true(addr_equal(&a, &a));
+	assert_false(addr_equal(&b, &c));
+	/* the widest form fits */
+	a = parse_ok("[febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535");
+	assert_true(strlen(addr_format(&a, buf)) < ADDR_STRLEN);
+}
+
+static void test_parse_scope_errors(void **state)
+{
+	(void)state;
+	assert_non_null(strstr(parse_fails("[fe80::1%]:80"), "interface"));
+	assert_non_null(strstr(parse_fails("[fe80::1%0]:80"), "interface"));
+	assert_non_null(strstr(parse_fails("[fe80::1%4294967296]:80"), "interface"));
+	assert_non_null(strstr(parse_fails("[fe80::1%no-such-if9]:80"), "no such interface"));
+	assert_non_null(strstr(parse_fails("[fe80::1%averyveryverylonginterfacename]:80"),
+			       "interface"));
+	/* only link-local addresses take one */
+	assert_non_null(strstr(parse_fails("[fd45::1%1]:80"), "link-local"));
+	assert_non_null(strstr(parse_fails("[::1%1]:80"), "link-local"));
+	assert_non_null(strstr(parse_fails("[::%1]:80"), "link-local"));
+	parse_fails("[%1]:80");
+	parse_fails("1.2.3.4%1:80");
+}
+
+static void test_parse_ip(void **state)
+{
+	(void)state;
+	struct addr a;
+	const char *err = NULL;
+	char buf[ADDR_STRLEN];
+
+	assert_int_equal(addr_parse_ip("10.43.0.10", &a, &err), 0);
+	assert_string_equal(addr_format(&a, buf), "10.43.0.10:0");
+	assert_int_equal(addr_parse_ip("fd45::10", &a, &err), 0);
+	assert_int_equal(addr_family(&a), AF_INET6);
+	assert_int_equal(addr_port(&a), 0);
+	assert_int_equal(addr_parse_ip("fe80::2%1", &a, &err), 0);
+	assert_int_equal(a.u.in6.sin6_scope_id, 1);
+	static const char *const bad[] = { "", "10.0.0.256", "10.0.0.1:80", "[::1]", "fd00:::1",
+					   "fd00::1%1", "localhost", "10.0.0.0/8" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err = NULL;
+		if (addr_parse_ip(bad[i], &a, &err) != -1)
+			fail_msg("addr_parse_ip(\"%s\") succeeded", bad[i]);
+		assert_non_null(err);
+	}
+}
+
+/* ---- what can be a backend ---- */
+
+static void test_backend_problem(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *addr;
+		const char *why; /* NULL: a fine backend */
+	} cases[] = {
+		{ "10.43.206.211:80", NULL },
+		{ "127.0.0.1:80", NULL },
+		{ "169.254.1.1:80", NULL },          /* IPv4 link-local needs no scope */
+		{ "255.255.255.254:80", NULL },
+		{ "223.255.255.255:80", NULL },
+		{ "240.0.0.1:80", NULL },
+		{ "[fd45:a71:55a6:1:2:1:0:db1]:80", NULL },
+		{ "[::1]:80", NULL },
+		{ "[fe80::1%1]:80", NULL },
+		{ "0.0.0.0:80", "unspecified" },
+		{ "[::]:80", "unspecified" },
+		{ "255.255.255.255:80", "broadcast" },
+		{ "224.0.0.1:80", "multicast" },
+		{ "239.255.255.250:1900", "multicast" },
+		{ "[ff02::1]:80", "multicast" },
+		{ "[ff05::1:3]:547", "multicast" },
+		{ "[::ffff:10.0.0.1]:80", "IPv4-mapped" },
+		{ "[fe80::1]:80", "link-local" },
+		{ "[febf::1]:80", "link-local" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct addr a = parse_ok(cases[i].addr);
+		const char *why = addr_backend_problem(&a);
+		if (cases[i].why == NULL && why != NULL)
+			fail_msg("%s refused: %s", cases[i].addr, why);
+		if (cases[i].why != NULL && (why == NULL || strstr(why, cases[i].why) == NULL))
+			fail_msg("%s: \"%s\", expected \"%s\"", cases[i].addr, why ? why : "(none)",
+				 cases[i].why);
+	}
+}
+
+static void test_loopback_and_link_local(void **state)
+{
+	(void)state;
+	struct addr a = parse_ok("127.0.0.1:1");
+	assert_true(addr_is_loopback(&a));
+	a = parse_ok("127.255.1.2:1");
+	assert_true(addr_is_loopback(&a));
+	a = parse_ok("[::1]:1");
+	assert_true(addr_is_loopback(&a));
+	a = parse_ok("128.0.0.1:1");
+	assert_false(addr_is_loopback(&a));
+	a = parse_ok("[::ffff:127.0.0.1]:1");
+	assert_false(addr_is_loopback(&a));
+	a = parse_ok("[::2]:1");
+	assert_false(addr_is_loopback(&a));
+	a = parse_ok("[fe80::1]:1");
+	assert_true(addr_is_link_local(&a));
+	a = parse_ok("[fec0::1]:1");
+	assert_false(addr_is_link_local(&a));
+	a = parse_ok("169.254.0.1:1");
+	assert_false(addr_is_link_local(&a)); /* only IPv6's needs a scope */
+}
+
+static void test_wildcard_and_port(void **state)
+{
+	(void)state;
+	char buf[ADDR_STRLEN];
+	struct addr a = addr_wildcard(AF_INET, 8080);
+	assert_string_equal(addr_format(&a, buf), "0.0.0.0:8080");
+	assert_true(addr_is_wildcard(&a));
+	a = addr_wildcard(AF_INET6, 443);
+	assert_string_equal(addr_format(&a, buf), "[::]:443");
+	assert_true(addr_is_wildcard(&a));
+	struct addr b = parse_ok("[::]:443");
+	assert_true(addr_equal(&a, &b));
+	b = parse_ok("10.0.0.1:80");
+	a = addr_with_port(&b, 81);
+	assert_string_equal(addr_format(&a, buf), "10.0.0.1:81");
+	b = parse_ok("[fe80::1%1]:80");
+	a = addr_with_port(&b, 1);
+	assert_int_equal(a.u.in6.sin6_scope_id, 1);
+	assert_int_equal(addr_port(&a), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -426,6 +584,12 @@ int main(void)
 		cmocka_unit_test(test_from_sockaddr_plain),
 		cmocka_unit_test(test_equal),
 		cmocka_unit_test(test_port_and_family),
+		cmocka_unit_test(test_parse_scope),
+		cmocka_unit_test(test_parse_scope_errors),
+		cmocka_unit_test(test_parse_ip),
+		cmocka_unit_test(test_backend_problem),
+		cmocka_unit_test(test_loopback_and_link_local),
+		cmocka_unit_test(test_wildcard_and_port),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,9 +8,12 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -1125,7 +1128,378 @@ static void test_load_file(void **state)
 	assert_string_equal(err.msg, "unknown key 'nope' in [web]");
 }
 
+/* ---- backends that could never be reached, durations too short ---- */
+
+static void test_error_backend_unusable(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *line;
+		const char *msg;
+	} cases[] = {
+		{ "backend4 = 0.0.0.0:80", "backend4: the unspecified address is not a backend: '0.0.0.0:80'" },
+		{ "backend6 = [::]:80", "backend6: the unspecified address is not a backend: '[::]:80'" },
+		{ "backend4 = 255.255.255.255:80", "backend4: the broadcast address is not a backend" },
+		{ "backend4 = 224.0.0.1:80", "backend4: a multicast address is not a backend: '224.0.0.1:80'" },
+		{ "backend4 = 239.1.2.3:80", "backend4: a multicast address is not a backend" },
+		{ "backend6 = [ff02::1]:80", "backend6: a multicast address is not a backend: '[ff02::1]:80'" },
+		{ "backend6 = [::ffff:10.43.0.1]:80", "backend6: IPv4-mapped address: write it as IPv4" },
+		{ "backend6 = [fe80::1]:80", "backend6: a link-local address needs its interface" },
+	};
+	char text[512];
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(text, sizeof(text), "[web]\nlisten = 80\nconnect_timeout = 1s\n%s\n",
+			 cases[i].line);
+		assert_config_error(text, 4, cases[i].msg);
+	}
+	/* with its interface, a link-local backend is fine */
+	struct config *cfg = load_ok("[web]\nlisten = 80\nbackend6 = [fe80::1%1]:80\n");
+	assert_int_equal(cfg->services->backend6.u.in6.sin6_scope_id, 1);
+	assert_int_equal(cfg->services->backend6_line, 3);
+	config_unref(cfg);
+}
+
+static void test_error_listen_unusable(void **state)
+{
+	(void)state;
+	assert_config_error("[web]\nlisten = [fe80::1]:80\nbackend4 = 10.0.0.1:80\n", 2,
+			    "listen: a link-local address needs its interface");
+	assert_config_error("[web]\nlisten = 80, [::ffff:127.0.0.1]:81\nbackend4 = 10.0.0.1:80\n",
+			    2, "listen: IPv4-mapped address");
+	assert_config_error("[global]\nmetrics_listen = [::ffff:127.0.0.1]:9180\n" WEB_SERVICE, 2,
+			    "metrics_listen: IPv4-mapped address");
+	assert_config_error("[global]\nmetrics_listen = [fe80::2]:9180\n" WEB_SERVICE, 2,
+			    "metrics_listen: a link-local address needs its interface");
+	struct config *cfg = load_ok("[web]\nlisten = [fe80::1%1]:80\nbackend4 = 10.0.0.1:80\n");
+	config_unref(cfg);
+}
+
+static void test_error_duration_too_short(void **state)
+{
+	(void)state;
+	assert_config_error("[global]\nconnect_timeout = 0.0000001ms\n" WEB_SERVICE, 2,
+			    "connect_timeout: duration too short (at least 1ms): '0.0000001ms'");
+	assert_config_error(WEB_SERVICE "idle_timeout = 0.5ms\n", 4,
+			    "idle_timeout: duration too short");
+	assert_config_error("[global]\ndrain_timeout = 0.0001s\n" WEB_SERVICE, 2,
+			    "drain_timeout: duration too short");
+	struct config *cfg = load_ok("[global]\nconnect_timeout = 1ms\n" WEB_SERVICE);
+	assert_seconds(cfg->services->connect_timeout, 0.001);
+	config_unref(cfg);
+}
+
+/* ---- backends that are dualproxy's own listeners ---- */
+
+static void test_error_backend_is_own_listener(void **state)
+{
+	(void)state;
+	/* the reproduction: a bare port and a loopback backend on it */
+	assert_config_error("[loop]\n"                          /* 1 */
+			    "listen = 18010\n"                  /* 2 */
+			    "backend4 = 127.0.0.1:18010\n",     /* 3 */
+			    3, "backend4 127.0.0.1:18010 is an address of this host, where [loop] "
+			    "listens with 0.0.0.0:18010 (line 2): connections would loop back");
+	/* the same explicit address */
+	assert_config_error("[loop]\n"
+			    "listen = 127.0.0.1:18010\n"
+			    "backend4 = 127.0.0.1:18010\n",
+			    3, "backend4 127.0.0.1:18010 is dualproxy's own listen address "
+			    "(of [loop], line 2)");
+	/* all of 127.0.0.0/8 is local, and ::1 */
+	assert_config_error("[loop]\nlisten = 18010\nbackend4 = 127.9.8.7:18010\n", 3,
+			    "is an address of this host");
+	assert_config_error("[loop]\nlisten = 18010\nbackend6 = [::1]:18010\n", 3,
+			    "backend6 [::1]:18010 is an address of this host, where [loop] listens "
+			    "with [::]:18010 (line 2)");
+	/* another service's listener, before or after it in the file */
+	assert_config_error("[a]\n"                             /* 1 */
+			    "listen = 18010\n"                  /* 2 */
+			    "backend4 = 10.43.0.1:80\n"         /* 3 */
+			    "[b]\n"                             /* 4 */
+			    "listen = 18011\n"                  /* 5 */
+			    "backend4 = 10.43.0.2:80\n"         /* 6 */
+			    "backend6 = [::1]:18010\n",         /* 7 */
+			    7, "where [a] listens with [::]:18010 (line 2)");
+	assert_config_error("[a]\n"                             /* 1 */
+			    "listen = 18010\n"                  /* 2 */
+			    "backend4 = 127.0.0.1:18012\n"      /* 3 */
+			    "[b]\n"                             /* 4 */
+			    "listen = [::1]:18011, 127.0.0.1:18012\n" /* 5 */
+			    "backend4 = 10.43.0.2:80\n",        /* 6 */
+			    3, "backend4 127.0.0.1:18012 is dualproxy's own listen address (of [b], "
+			    "line 5)");
+}
+
+/* Only a listener of a protocol the service relays is a loop. */
+static void test_backend_loop_by_protocol(void **state)
+{
+	(void)state;
+	assert_config_error("[dns]\n"
+			    "protocol = udp\n"
+			    "listen = 5353\n"
+			    "backend4 = 127.0.0.1:5353\n",
+			    4, "backend4 127.0.0.1:5353 is an address of this host, where [dns] "
+			    "listens with 0.0.0.0:5353 (line 3)");
+	assert_config_error("[a]\n"
+			    "protocol = udp\n"
+			    "listen = 127.0.0.1:5353\n"
+			    "backend4 = 10.43.0.10:53\n"
+			    "[b]\n"
+			    "protocol = tcp, udp\n"
+			    "listen = 127.0.0.1:5354\n"
+			    "backend4 = 127.0.0.1:5353\n",
+			    8, "is dualproxy's own listen address (of [a], line 3)");
+	/* a TCP service's backend on a UDP listener, and the other way round */
+	struct config *cfg = load_ok("[udp]\n"
+				     "protocol = udp\n"
+				     "listen = 127.0.0.1:9000\n"
+				     "backend4 = 127.0.0.1:9001\n"
+				     "[tcp]\n"
+				     "listen = 127.0.0.1:9001\n"
+				     "backend4 = 127.0.0.1:9000\n");
+	assert_int_equal(cfg->n_services, 2);
+	config_unref(cfg);
+}
+
+static void test_backend_next_to_own_listener(void **state)
+{
+	(void)state;
+	/* another port, another loopback address than the listener's own,
+	 * another family, or an address that is not this host's: no loop */
+	struct config *cfg = load_ok("[a]\n"
+				     "listen = 127.0.0.1:18010, [::1]:18010\n"
+				     "backend4 = 127.0.0.2:18010\n"
+				     "[b]\n"
+				     "listen = 0.0.0.0:18011\n"
+				     "backend4 = 127.0.0.1:18012\n"
+				     "backend6 = [::1]:18011\n"
+				     "[c]\n"
+				     "listen = 18013\n"
+				     "backend4 = 192.0.2.1:18013\n"
+				     "backend6 = [2001:db8::1]:18013\n");
+	assert_int_equal(cfg->n_services, 3);
+	config_unref(cfg);
+}
+
+/* A wildcard listener takes in every address of the host's interfaces. */
+static void test_error_backend_is_interface_address(void **state)
+{
+	(void)state;
+	struct ifaddrs *ifa;
+	char ip[INET6_ADDRSTRLEN], text[512], want[256];
+	int found = 0;
+
+	assert_int_equal(getifaddrs(&ifa), 0);
+	for (struct ifaddrs *i = ifa; i != NULL; i = i->ifa_next) {
+		if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET)
+			continue;
+		const struct sockaddr_in *in = (const struct sockaddr_in *)i->ifa_addr;
+		if ((ntohl(in->sin_addr.s_addr) >> 24) == 127)
+			continue;
+		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+		snprintf(text, sizeof(text), "[web]\nlisten = 18020\nbackend4 = %s:18020\n", ip);
+		snprintf(want, sizeof(want), "backend4 %s:18020 is an address of this host", ip);
+		assert_config_error(text, 3, want);
+		/* a listener on loopback only does not take it in */
+		snprintf(text, sizeof(text), "[web]\nlisten = 127.0.0.1:18020\nbackend4 = %s:18020\n",
+			 ip);
+		config_unref(load_ok(text));
+		found++;
+	}
+	freeifaddrs(ifa);
+	if (found == 0)
+		skip(); /* no IPv4 address but loopback's */
+}
+
+/* ---- the checks are hashed: the time grows linearly with the sections ---- */
+
+/* A file of n services, each on a port of its own. */
+static char *many_services(unsigned n, const char *tail)
+{
+	size_t cap = (size_t)n * 64 + strlen(tail) + 1;
+	char *text = malloc(cap);
+	size_t len = 0;
+	assert_non_null(text);
+	for (unsigned i = 0; i < n; i++)
+		len += (size_t)snprintf(text + len, cap - len,
+					"[s%u]\nlisten = %u\nbackend4 = 10.%u.%u.1:80\n", i,
+					10000 + i, i / 250, i % 250);
+	snprintf(text + len, cap - len, "%s", tail);
+	return text;
+}
+
+static double load_seconds(const char *text)
+{
+	struct config_error err;
+	double best = 1e9;
+	for (int round = 0; round < 3; round++) {
+		clock_t t0 = clock();
+		struct config *cfg = config_load_string(CFG_NAME, text, &err);
+		double t = (double)(clock() - t0) / CLOCKS_PER_SEC;
+		assert_non_null(cfg);
+		config_unref(cfg);
+		if (t < best)
+			best = t;
+	}
+	return best;
+}
+
+static void test_many_services(void **state)
+{
+	(void)state;
+	char *small = many_services(2500, "");
+	char *big = many_services(20000, "");
+	double ts = load_seconds(small), tb = load_seconds(big);
+	free(small);
+	free(big);
+	/* 8 times the sections: 8 times the time, not 64 (allow for noise) */
+	if (tb > 0.05 && tb > 20 * ts)
+		fail_msg("2,500 services in %.3fs, 20,000 in %.3fs: not linear", ts, tb);
+
+	/* the errors are those of the pairwise checks, at the right lines */
+	char *text = many_services(20000, "[s7]\nlisten = 9\nbackend4 = 10.0.0.1:80\n");
+	assert_config_error(text, 60001, "duplicate section [s7] (first at line 22)");
+	free(text);
+	text = many_services(20000, "[late]\nbackend4 = 10.0.0.1:80\nlisten = 29999\n");
+	assert_config_error(text, 60003,
+			    "listen 0.0.0.0:29999 conflicts with 0.0.0.0:29999 of [s19999] (line 59999)");
+	free(text);
+	text = many_services(20000, "[late]\nlisten = 127.0.0.1:10005\nbackend4 = 10.0.0.1:80\n");
+	assert_config_error(text, 60002,
+			    "listen 127.0.0.1:10005 conflicts with 0.0.0.0:10005 of [s5] (line 17)");
+	free(text);
+	text = many_services(20000, "[late]\nlisten = 9\nbackend4 = 127.0.0.1:10007\n");
+	assert_config_error(text, 60003, "where [s7] listens with 0.0.0.0:10007 (line 23)");
+	free(text);
+	text = many_services(20000, "[global]\nmetrics_listen = 127.0.0.1:10003\n");
+	assert_config_error(text, 60002, "metrics_listen 127.0.0.1:10003 conflicts with "
+			    "0.0.0.0:10003 of [s3] (line 11)");
+	free(text);
+}
+
+/* ---- files ---- */
+
+/* A new temporary directory; its path goes to dir (PATH_MAX bytes). */
+static void temp_dir(char *dir, size_t n)
+{
+	const char *tmp = getenv("TMPDIR");
+	snprintf(dir, n, "%s/dualproxy-test-files-XXXXXX", tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+	assert_non_null(mkdtemp(dir));
+}
+
+static void assert_read_error(const char *path, const char *want)
+{
+	struct config_error err;
+	char buf[ERRBUF_MAX];
+	memset(&err, 0x5a, sizeof(err));
+	assert_null(config_load_file(path, &err));
+	assert_string_equal(err.file, path);
+	assert_int_equal(err.line, 0);
+	config_error_format(&err, buf, sizeof(buf));
+	if (strstr(err.msg, want) == NULL)
+		fail_msg("\"%s\" does not contain \"%s\"", buf, want);
+}
+
+/* Only a regular file is read: a FIFO, a device or a directory is refused
+ * at once (none of them blocks, spins or reads without end). */
+static void test_load_file_not_regular(void **state)
+{
+	(void)state;
+	char dir[512], path[600];
+	temp_dir(dir, sizeof(dir));
+
+	snprintf(path, sizeof(path), "%s/fifo.ini", dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_read_error(path, "a FIFO, not a regular file");
+	unlink(path);
+	assert_read_error("/dev/zero", "a character device, not a regular file");
+	assert_read_error("/dev/null", "a character device, not a regular file");
+	assert_read_error(dir, "a directory, not a regular file");
+	snprintf(path, sizeof(path), "%s/zero.ini", dir);
+	assert_int_equal(symlink("/dev/zero", path), 0);
+	assert_read_error(path, "a character device, not a regular file");
+	unlink(path);
+	assert_int_equal(rmdir(dir), 0);
+}
+
+static void test_load_file_size(void **state)
+{
+	(void)state;
+	char dir[512], path[600];
+	temp_dir(dir, sizeof(dir));
+	snprintf(path, sizeof(path), "%s/big.ini", dir);
+
+	/* exactly the limit: a service, then comment lines */
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(WEB_SERVICE, f);
+	long size = (long)strlen(WEB_SERVICE);
+	while (size + 100 <= CONFIG_FILE_MAX) {
+		fprintf(f, ";%098d\n", 0);
+		size += 100;
+	}
+	while (size < CONFIG_FILE_MAX - 1) {
+		fputc(';', f);
+		size++;
+	}
+	fputc('\n', f);
+	assert_int_equal(fclose(f), 0);
+	struct config_error err;
+	struct config *cfg = config_load_file(path, &err);
+	assert_non_null(cfg);
+	assert_int_equal(cfg->text_len, CONFIG_FILE_MAX);
+	config_unref(cfg);
+
+	/* one byte more */
+	f = fopen(path, "a");
+	fputc('\n', f);
+	fclose(f);
+	assert_read_error(path, "too large: 1048577 bytes (at most 1048576)");
+	/* far more, sparse: refused without reading it */
+	assert_int_equal(truncate(path, 200L * 1024 * 1024), 0);
+	assert_read_error(path, "too large: 209715200 bytes");
+	unlink(path);
+	assert_int_equal(rmdir(dir), 0);
+}
+
+/* The config keeps the bytes it came from: a reload compares them. */
+static void test_load_text_kept(void **state)
+{
+	(void)state;
+	char path[512];
+	struct config_error err;
+
+	write_temp(path, sizeof(path), design_example);
+	struct config *cfg = config_load_file(path, &err);
+	unlink(path);
+	assert_non_null(cfg);
+	assert_int_equal(cfg->text_len, strlen(design_example));
+	assert_string_equal(cfg->text, design_example);
+	assert_true(config_same_text(cfg, design_example, strlen(design_example)));
+	assert_false(config_same_text(cfg, design_example, strlen(design_example) - 1));
+	char *other = strdup(design_example);
+	other[strlen(other) - 2] ^= 1;
+	assert_false(config_same_text(cfg, other, strlen(other)));
+	free(other);
+	assert_false(config_same_text(NULL, design_example, strlen(design_example)));
+	config_unref(cfg);
+
+	cfg = load_ok(WEB_SERVICE);
+	assert_true(config_same_text(cfg, WEB_SERVICE, strlen(WEB_SERVICE)));
+	config_unref(cfg);
+
+	/* config_load_text takes the buffer, also when it fails */
+	char *text = strdup("[web]\nlisten = 80\n");
+	assert_null(config_load_text(CFG_NAME, text, strlen(text), &err));
+	assert_int_equal(err.line, 1);
+	text = strdup(WEB_SERVICE);
+	cfg = config_load_text(CFG_NAME, text, strlen(text), &err);
+	assert_ptr_equal(cfg->text, text);
+	config_unref(cfg);
+}
+
 int main(void)
+
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_design_example),
@@ -1171,6 +1545,17 @@ int main(void)
 		cmocka_unit_test(test_error_format),
 		cmocka_unit_test(test_load_file_missing),
 		cmocka_unit_test(test_load_file),
+		cmocka_unit_test(test_error_backend_unusable),
+		cmocka_unit_test(test_error_listen_unusable),
+		cmocka_unit_test(test_error_duration_too_short),
+		cmocka_unit_test(test_error_backend_is_own_listener),
+		cmocka_unit_test(test_backend_next_to_own_listener),
+		cmocka_unit_test(test_backend_loop_by_protocol),
+		cmocka_unit_test(test_error_backend_is_interface_address),
+		cmocka_unit_test(test_many_services),
+		cmocka_unit_test(test_load_file_not_regular),
+		cmocka_unit_test(test_load_file_size),
+		cmocka_unit_test(test_load_text_kept),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

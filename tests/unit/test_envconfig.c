@@ -665,6 +665,79 @@ static void test_error_format(void **state)
 	assert_true(strncmp(buf, "environment: SRC_PORT:", strlen("environment: SRC_PORT:")) == 0);
 }
 
+/* Destinations that pass klipper-lb's syntax but no TCP connection reaches. */
+static void test_error_dest_unusable(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *var;
+		const char *msg;
+	} cases[] = {
+		{ "DEST_IPS=0.0.0.0", "DEST_IPS: the unspecified address is not a backend: '0.0.0.0'" },
+		{ "DEST_IPS=10.43.0.1,::", "DEST_IPS: the unspecified address is not a backend: '::'" },
+		{ "DEST_IPS=255.255.255.255", "DEST_IPS: the broadcast address is not a backend" },
+		{ "DEST_IPS=224.0.0.1", "DEST_IPS: a multicast address is not a backend: '224.0.0.1'" },
+		{ "DEST_IPS=ff02::1 10.43.0.1", "DEST_IPS: a multicast address is not a backend: 'ff02::1'" },
+		{ "DEST_IPS=::ffff:10.43.0.1", "DEST_IPS: IPv4-mapped address: write it as IPv4" },
+		{ "DEST_IPS=fe80::1", "DEST_IPS: a link-local address is not a backend here" },
+		{ "DEST_IPS=fe80::1%1", "DEST_IPS: bad IPv6 address: 'fe80::1%1'" },
+		{ "DEST_IP=0.0.0.0", "DEST_IP: the unspecified address" },
+		{ "DEST_IP=ff05::2", "DEST_IP: a multicast address" },
+		{ "DEST_IP6=::", "DEST_IP6: the unspecified address" },
+		{ "DEST_IP6=::ffff:192.0.2.1", "DEST_IP6: IPv4-mapped address" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *dest = strdup(cases[i].var);
+		assert_non_null(dest);
+		assert_env_error(ENV("SRC_PORT=80", "DEST_PORT=30080", dest), cases[i].msg);
+		free(dest);
+	}
+}
+
+/* A destination that is this host on SRC_PORT is dualproxy itself: the
+ * error names the variables. */
+static void test_error_dest_is_own_port(void **state)
+{
+	(void)state;
+	assert_env_error(ENV("SRC_PORT=80", "DEST_PORT=80", "DEST_IPS=127.0.0.1"),
+			 "DEST_IPS: backend4 127.0.0.1:80 is an address of this host, where "
+			 "[lb-tcp-80] listens with 0.0.0.0:80");
+	assert_env_error(ENV("SRC_PORT=80", "DEST_PORT=80", "DEST_IP=10.43.0.1",
+			     "DEST_IP6=::1"), "DEST_IP6: backend6 [::1]:80 is an address of this host");
+	/* another port, or an address elsewhere: fine */
+	config_unref(load_ok(ENV("SRC_PORT=80", "DEST_PORT=8080", "DEST_IPS=127.0.0.1")));
+	config_unref(load_ok(ENV("SRC_PORT=80", "DEST_PORT=80", "DEST_IPS=192.0.2.10")));
+}
+
+/* What a reload compares: the text the environment makes, kept in the config. */
+static void test_text(void **state)
+{
+	(void)state;
+	struct config_error err;
+	char *const *env = ENV(KLIPPER_DUAL, "SRC_RANGES=10.0.0.0/8 fd00::/8");
+
+	char *text = envconfig_text(env, &err);
+	assert_non_null(text);
+	assert_non_null(strstr(text, "[lb-tcp-80]\nprotocol = tcp\nlisten = 0.0.0.0:80 [::]:80\n"));
+	assert_non_null(strstr(text, "backend4 = 10.43.206.211:30080\n"));
+	assert_non_null(strstr(text, "backend6 = [fd45:a71:55a6:1:2:1:0:db1]:30080\n"));
+	assert_non_null(strstr(text, "allow = 10.0.0.0/8\nallow = fd00::/8\n"));
+	struct config *cfg = load_ok(env);
+	assert_true(config_same_text(cfg, text, strlen(text)));
+	/* the same text loads the same config */
+	struct config *again = envconfig_load_text(text, &err);
+	assert_non_null(again);
+	assert_true(config_same_text(again, cfg->text, cfg->text_len));
+	config_unref(again);
+	/* another environment makes another text */
+	char *other = envconfig_text(ENV(KLIPPER_DUAL, "SRC_RANGES=10.0.0.0/8"), &err);
+	assert_false(config_same_text(cfg, other, strlen(other)));
+	free(other);
+	config_unref(cfg);
+	assert_null(envconfig_text(ENV("SRC_PORT=0"), &err));
+	assert_string_equal(err.file, ENVCONFIG_NAME);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -695,6 +768,9 @@ int main(void)
 		cmocka_unit_test(test_error_too_many_ranges),
 		cmocka_unit_test(test_error_ranges_overflow_text),
 		cmocka_unit_test(test_error_format),
+		cmocka_unit_test(test_error_dest_unusable),
+		cmocka_unit_test(test_error_dest_is_own_port),
+		cmocka_unit_test(test_text),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

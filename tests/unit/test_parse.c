@@ -83,6 +83,21 @@ static void test_duration_zero(void **state)
 	assert_non_null(strstr(duration_fails("0.0h"), "greater than zero"));
 }
 
+/* The event loop's timers resolve milliseconds: less could never work. */
+static void test_duration_lower_bound(void **state)
+{
+	(void)state;
+	duration_is("1ms", 0.001);
+	duration_is("0.001s", 0.001);
+	duration_is("1.5ms", 0.0015);
+	assert_non_null(strstr(duration_fails("0.0000001ms"), "too short (at least 1ms)"));
+	assert_non_null(strstr(duration_fails("0.5ms"), "too short"));
+	assert_non_null(strstr(duration_fails("0.999ms"), "too short"));
+	assert_non_null(strstr(duration_fails("0.0009s"), "too short"));
+	assert_non_null(strstr(duration_fails("0.0000001"), "too short"));
+	assert_non_null(strstr(duration_fails("0.00000000000000000000000000001h"), "too short"));
+}
+
 static void test_duration_garbage(void **state)
 {
 	(void)state;
@@ -287,6 +302,7 @@ int main(void)
 		cmocka_unit_test(test_duration_units),
 		cmocka_unit_test(test_duration_upper_bound),
 		cmocka_unit_test(test_duration_zero),
+		cmocka_unit_test(test_duration_lower_bound),
 		cmocka_unit_test(test_duration_garbage),
 		cmocka_unit_test(test_duration_bad_unit),
 		cmocka_unit_test(test_uint_ok),
