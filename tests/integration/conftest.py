@@ -1513,7 +1513,7 @@ def accept_queue(port):
 
 # --------------------------------------------------------------------------
 # a network namespace of the daemon's own (root): all ports free, addresses
-# and netfilter rules of its own (see test_loop.py, test_reload_scale.py)
+# and netfilter rules of its own (see test_reload_scale.py)
 
 CLONE_NEWNET = 0x40000000
 
