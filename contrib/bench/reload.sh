@@ -145,7 +145,8 @@ class Daemon:
         self.log = open(log, "w")
         self.proc = subprocess.Popen([bin_, "-c", path], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        threading.Thread(target=self.read, daemon=True).start()
+        self.reader = threading.Thread(target=self.read, daemon=True)
+        self.reader.start()
 
     def read(self):
         for raw in iter(self.proc.stderr.readline, b""):
@@ -212,6 +213,7 @@ class Daemon:
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(60)
+        self.reader.join(10)  # the last lines, then end of file
         self.log.close()
 
 
