@@ -57,7 +57,7 @@ struct service {
 
 struct config {
 	/* runtime */
-	unsigned refs;           /* the owner plus one per live relay */
+	unsigned refs;           /* the running snapshot, a reload (relays hold their service) */
 	/* configuration */
 	char *path;              /* file it came from, for messages */
 	char *text;              /* the bytes it was loaded from (NUL-terminated) */
