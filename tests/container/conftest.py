@@ -657,26 +657,3 @@ def open_sockets():
             s.close()
         except OSError:
             pass
-
-
-# --------------------------------------------------------------------------
-# what the image's dualproxy supports
-
-class Support:
-    def __init__(self, ok, reason):
-        self.ok, self.reason = ok, reason
-
-
-@pytest.fixture(scope="session")
-def udp_support(image):
-    """Whether the image's dualproxy accepts an lb-udp container's
-    environment, asked of the binary itself (`dualproxy -t` in the image)."""
-    proc = podman("run", "--rm", "--network", "none",
-                  "-e", "SRC_PORT=8443", "-e", "SRC_RANGES=0.0.0.0/0,::/0",
-                  "-e", "DEST_PROTO=UDP", "-e", "DEST_PORT=8443",
-                  "-e", "DEST_IPS=127.0.0.1,::1", image, "-t", check=False)
-    said = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-    return Support(proc.returncode == 0,
-                   "the image's dualproxy does not relay UDP yet: `dualproxy -t` with "
-                   "DEST_PROTO=UDP exits %d (%s); the lb-udp container is left out of "
-                   "the pod" % (proc.returncode, said[-1] if said else "no message"))

@@ -29,9 +29,8 @@ SIGTERM: idle containers exit 0 at once; one with a connection open keeps
 relaying it and exits 0 as soon as it ends, or at the 25 s drain_timeout,
 inside Kubernetes' 30 s grace period.
 
-UDP: the lb-udp container is part of the traefik pod when the image's
-dualproxy accepts DEST_PROTO=UDP (asked of the binary with `dualproxy -t`);
-until it does, only test_udp is skipped and says why.
+UDP: the traefik pod has an lb-udp container next to its lb-tcp one, on the
+same port (DEST_PROTO=UDP), relaying to UDP backends of each family.
 """
 
 import re
@@ -58,17 +57,15 @@ class Services:
 
 
 @pytest.fixture(scope="module")
-def svclb(pods, backends, udp_backends, netns, image, udp_support):
+def svclb(pods, backends, udp_backends, netns, image):
     s = Services()
     s.ns = netns
-    s.udp = udp_support.ok
 
     # the backends first, then the Services' ports (none of them a backend's)
     s.web_dest, s.web4, s.web6 = tagged_pair(backends, V4, V6, "web4", "web6",
                                              port=free_port_on((V4, V6), udp=True))
-    if s.udp:
-        s.udp4 = udp_backends(V4, s.web_dest, "udp4")
-        s.udp6 = udp_backends(V6, s.web_dest, "udp6")
+    s.udp4 = udp_backends(V4, s.web_dest, "udp4")
+    s.udp6 = udp_backends(V6, s.web_dest, "udp6")
     s.single_dest, s.single4, s.single6 = tagged_pair(backends, V4, V6, "single4", "single6")
     s.ranges_dest, s.ranges4, s.ranges6 = tagged_pair(backends, V4, V6, "ranges4", "ranges6")
     s.nodeport = free_port_on((netns.host4, netns.host6), low=NODEPORT_LOW, high=NODEPORT_HIGH)
@@ -78,9 +75,7 @@ def svclb(pods, backends, udp_backends, netns, image, udp_support):
     s.single, s.ranges, s.local = [p for p in service_ports(4) if p != s.web][:3]
 
     # traefik: dual-stack, TCP (and UDP) on one port
-    ports = [{"port": s.web, "protocol": "TCP"}]
-    if s.udp:
-        ports.append({"port": s.web, "protocol": "UDP"})
+    ports = [{"port": s.web, "protocol": "TCP"}, {"port": s.web, "protocol": "UDP"}]
     traefik = servicelb.service("traefik", "6f1c93a0-5b1e-4f0e-9d51-0c7d2b7f5a11", ports,
                                 cluster_ips=[V4, V6])
 
@@ -150,8 +145,7 @@ def test_k3s_svclb_shape(svclb):
     web = envs[tcp(svclb.web)]
     assert web["SRC_RANGES"] == "0.0.0.0/0,::/0" and web["DEST_IPS"] == "127.0.0.1,::1"
     assert web["DEST_PROTO"] == "TCP"
-    if svclb.udp:
-        assert envs["lb-udp-%d" % svclb.web]["DEST_PROTO"] == "UDP"
+    assert envs["lb-udp-%d" % svclb.web]["DEST_PROTO"] == "UDP"
     single = envs[tcp(svclb.single)]
     assert single["SRC_RANGES"] == "0.0.0.0/0" and single["DEST_IPS"] == "127.0.0.1"
     assert envs[tcp(svclb.ranges)]["SRC_RANGES"] == svclb.ns.net4
@@ -228,12 +222,10 @@ def test_local_policy_node_addresses(svclb):
     assert svclb.node4.peers[-1][0] == ns.host4 and svclb.node6.peers[-1][0] == ns.host6
 
 
-def test_udp(svclb, udp_support):
+def test_udp(svclb):
     """lb-udp-PORT: datagrams over both families to the backend of their
     family, byte for byte, answers from the address the client sent to (a
     connected client socket takes no other), one flow per client."""
-    if not udp_support.ok:
-        pytest.skip(udp_support.reason)
     ns, port = svclb.ns, svclb.web
     cases = [(V4, None, b"udp4 AF_INET\n", svclb.udp4),
              (V6, None, b"udp6 AF_INET6\n", svclb.udp6),

@@ -25,7 +25,9 @@ CONF = "/etc/dualproxy/dualproxy.ini"
 EXAMPLE = "/usr/share/dualproxy/dualproxy.ini"
 UNIT = "/lib/systemd/system/dualproxy.service"
 BACKENDS = {"A4": ("127.0.0.1", 9001), "A6": ("::1", 9002),
-            "B4": ("127.0.0.1", 9011), "B6": ("::1", 9012)}
+            "B4": ("127.0.0.1", 9011), "B6": ("::1", 9012),
+            # a port another program holds, which no service relays to
+            "T4": ("127.0.0.1", 9021)}
 HARD_NOFILE_UNIT = 65536  # LimitNOFILE= of the unit
 
 CONFIG_A = """\
@@ -373,9 +375,12 @@ def test_reload_bad_config(container):
 def test_reload_failure_in_daemon(container):
     """A file that passes the check but cannot be applied (its new port is
     taken) is logged by the daemon as an error and leaves the running
-    configuration in place. `systemctl reload` cannot know: the unit says so."""
+    configuration in place. `systemctl reload` cannot know: the unit says so.
+    (The port is not a backend's: listening on a backend's own address is a
+    loop, which the check refuses.)"""
     ct = container
-    taken = CONFIG_B + "\n[taken]\nlisten = 127.0.0.1:9001\nbackend4 = 127.0.0.1:9011\n"
+    taken = CONFIG_B + "\n[taken]\nlisten = 127.0.0.1:%d\nbackend4 = 127.0.0.1:9011\n" \
+        % BACKENDS["T4"][1]
     cursor, r = reload(ct, taken)
     assert r.returncode == 0, (
         "systemctl reload now reports the daemon's own failure: update the unit's "
