@@ -1659,7 +1659,7 @@ class StallProbe(threading.Thread):
 
 
 # --------------------------------------------------------------------------
-# UDP: the gate, ports, backends, clients, the flow log line, /proc/net/udp
+# UDP: ports, backends, clients, the flow log line, /proc/net/udp
 # (see test_udp*.py)
 
 def pytest_configure(config):
@@ -1667,52 +1667,6 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "reliability: measures CPU time or lowers the descriptor "
         "limit (too heavy under valgrind)")
-
-
-_udp_gate = []
-
-
-def udp_gate():
-    """(relays_udp, why): whether this dualproxy accepts a `protocol = udp`
-    service (`dualproxy -t` on a tiny config), and its message if not.
-    A missing binary counts as accepting, so that the tests run and fail
-    with require_binary()'s message instead of being skipped."""
-    if _udp_gate:
-        return _udp_gate[0]
-    if not BINARY.is_file() or not os.access(BINARY, os.X_OK):
-        _udp_gate.append((True, "no binary"))
-        return _udp_gate[0]
-    d = Path(tempfile.mkdtemp(prefix="dualproxy-udp-gate-"))
-    try:
-        path = d / "udp.ini"
-        path.write_text(ini("""
-            [probe]
-            listen = 127.0.0.1:5353
-            backend4 = 127.0.0.1:53
-            protocol = udp
-        """))
-        r = run_dualproxy("-t", "-c", str(path), timeout=T(30))
-        why = re.sub(r"^\S+:\d+: ", "", (r.stderr or r.stdout).strip())
-        _udp_gate.append((r.returncode == 0, why))
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-    return _udp_gate[0]
-
-
-def udp_relayed():
-    return udp_gate()[0]
-
-
-def _udp_skip_reason():
-    ok, why = udp_gate()
-    return ("this dualproxy does not relay UDP yet: `dualproxy -t` refuses a "
-            "`protocol = udp` service (%s)" % why)
-
-
-def needs_udp():
-    """The skip mark for what needs the UDP relay (`pytestmark = needs_udp()`
-    in a module), its condition and reason from the binary."""
-    return pytest.mark.skipif(not udp_relayed(), reason=_udp_skip_reason())
 
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; root may exceed rmem_max

@@ -33,7 +33,6 @@
 
 Prometheus and promtool are Debian's `prometheus` package."""
 
-import functools
 import json
 import os
 import re
@@ -225,24 +224,7 @@ def value_of(sample):
 
 
 # --------------------------------------------------------------------------
-# UDP (a service with `protocol = udp`, once dualproxy has it)
-
-@functools.lru_cache(maxsize=None)
-def udp_supported():
-    """Whether this dualproxy accepts `protocol = udp` (`dualproxy -t`)."""
-    d = Path(tempfile.mkdtemp(prefix="dualproxy-udp-check-"))
-    try:
-        path = d / "udp.ini"
-        path.write_text(ini("""
-            [probe]
-            listen = 127.0.0.1:%d
-            backend4 = 127.0.0.1:53
-            protocol = udp
-        """ % free_port()))
-        return run_dualproxy("-t", "-c", str(path)).returncode == 0
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
+# UDP (a service with `protocol = udp`)
 
 class UdpEcho:
     """A UDP echo server on host:port (0: any) in a thread."""
@@ -327,15 +309,14 @@ def stack_config(st):
         allow = 198.51.100.0/24
     """ % (st.mport, st.ports["web"], fmt_addr(*st.tag4), fmt_addr(*st.tag6),
            st.ports["dead"], st.dead4, st.dead6, st.ports["guarded"], fmt_addr(*st.tag4))
-    if st.udp:
-        text += """
-            [%s]
-            listen = %d
-            backend4 = %s
-            backend6 = %s
-            protocol = udp
-        """ % (UDP_SERVICE, st.ports[UDP_SERVICE], fmt_addr(*st.udp4.addr),
-               fmt_addr(*st.udp6.addr))
+    text += """
+        [%s]
+        listen = %d
+        backend4 = %s
+        backend6 = %s
+        protocol = udp
+    """ % (UDP_SERVICE, st.ports[UDP_SERVICE], fmt_addr(*st.udp4.addr),
+           fmt_addr(*st.udp6.addr))
     return ini(text)
 
 
@@ -356,10 +337,9 @@ def run_traffic(st):
     for _ in range(2):
         expect_rst(V4, guarded)
         expect_rst(V6, guarded)
-    if st.udp:
-        for i in range(UDP_DATAGRAMS):
-            udp_echo(V4, st.ports[UDP_SERVICE], b"udp v4 %d" % i)
-            udp_echo(V6, st.ports[UDP_SERVICE], b"udp v6 %d" % i)
+    for i in range(UDP_DATAGRAMS):
+        udp_echo(V4, st.ports[UDP_SERVICE], b"udp v4 %d" % i)
+        udp_echo(V6, st.ports[UDP_SERVICE], b"udp v6 %d" % i)
     good = stack_config(st)
     st.proxy.reload_ok(good)
     ok, lines = st.proxy.reload(good + "[broken\n")
@@ -403,7 +383,6 @@ def stack():
     st.backends = Backends()
     st.public = make_public_dir()
     st.held = []
-    st.udp = udp_supported()
     st.prom = None
     started = []
     try:
@@ -418,12 +397,11 @@ def stack():
                 if p not in st.ports.values() and p != st.mport:
                     st.ports[name] = p
                     break
-        if st.udp:
-            st.udp4, st.udp6 = UdpEcho(V4), UdpEcho(V6)
+        st.udp4, st.udp6 = UdpEcho(V4), UdpEcho(V6)
+        p = free_udp_dual_port()
+        while p in st.ports.values():
             p = free_udp_dual_port()
-            while p in st.ports.values():
-                p = free_udp_dual_port()
-            st.ports[UDP_SERVICE] = p
+        st.ports[UDP_SERVICE] = p
         path = st.public / "dualproxy.ini"
         path.write_text(stack_config(st))
         os.chmod(path, 0o644)
@@ -467,7 +445,7 @@ def stack():
         if st.prom is not None:
             st.prom.stop()
         problems = _stop_checked(started)
-        if st.udp and hasattr(st, "udp4"):
+        if hasattr(st, "udp4"):
             st.udp4.close()
             st.udp6.close()
         st.backends.close()
@@ -485,10 +463,8 @@ def series_set(st, names):
 
 
 def tcp_labels(**labels):
-    """The label set of a per-service series of a TCP service: with a
-    protocol label once dualproxy has UDP."""
-    if udp_supported():
-        labels["protocol"] = "tcp"
+    """The label set of a per-service series of a TCP service."""
+    labels["protocol"] = "tcp"
     return frozenset(labels.items())
 
 
@@ -585,12 +561,9 @@ def test_prometheus_series_log_and_endpoint(stack):
         assert [value_of(s) for s in r] == [0], (name, r)
 
 
-@pytest.mark.skipif(not udp_supported(), reason="this dualproxy does not relay UDP yet "
-                    "(dualproxy -t refuses `protocol = udp`)")
 def test_prometheus_series_udp(stack):
     """A `protocol = udp` service: dualproxy_datagrams_total by family and
     direction, and its per-service series carry protocol="udp"."""
-    assert stack.udp, "this dualproxy does not accept `protocol = udp` (dualproxy -t)"
     got = series_set(stack, ("dualproxy_datagrams_total",))
     want = {("dualproxy_datagrams_total",
              frozenset({("service", UDP_SERVICE), ("family", f), ("direction", d),
@@ -858,8 +831,6 @@ def resolve_variables(st):
 def test_dashboard_expr_has_data(stack, title, ref, expr):
     """Every panel target, its variables filled in, has data after the traffic."""
     assert expr, "%s/%s: no expr" % (title, ref)
-    if "dualproxy_datagrams_total" in expr and not stack.udp:
-        pytest.skip("this dualproxy does not relay UDP yet")
     q = substitute(expr, resolve_variables(stack))
     r = stack.prom.query(q, at=stack.at)
     assert r, "%s/%s: no data for %s" % (title, ref, q)

@@ -14,9 +14,7 @@
   100-service file, alternating) leave the RSS within twice what it was, and
   near it again once they are closed."""
 
-import os
 import re
-import signal
 import socket
 import statistics
 import threading
@@ -24,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import (TIME_SCALE, V4, V6, T, StallProbe, connect, distinct_dual_ports,
+from conftest import (TIME_SCALE, V4, T, StallProbe, connect, distinct_dual_ports,
                       fmt_addr, free_dual_port, ini, plain_allocator, proc_fds_but_pipes,
                       proc_rss_kib, recv_exact, run_dualproxy, scrape, wait_fds_back,
                       wait_until)

@@ -34,12 +34,11 @@ import pytest
 
 from conftest import (MAX_UDP4, MAX_UDP6, UDP_BUF, UDP_SEGMENT, V4, V6, T, fmt_addr, flow_log,
                       flow_logs, free_port, free_udp_dual_port,
-                      ini, listen_sockets, metric_or_zero, needs_udp, pattern,
+                      ini, listen_sockets, metric_or_zero, pattern,
                       scrape, sock_addr, tagged_echo, udp_tcp_backends,
                       udp_ask, udp_quiet, udp_sockets, udp_tag, unused_udp_port,
                       wait_metric, wait_until)
 
-pytestmark = needs_udp()
 
 FAMILY = {V4: socket.AF_INET, V6: socket.AF_INET6}
 FAMILY_LABEL = {V4: "ipv4", V6: "ipv6"}

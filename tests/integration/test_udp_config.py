@@ -7,18 +7,13 @@
   protocol (sctp, quic, upper case), one given twice, an empty value.
 * `proxy_protocol` (v1 or v2) on a service with `protocol = udp` or
   `tcp, udp` is an error on the line of one of the two keys, whichever order
-  they come in; `proxy_protocol = off` is fine.
-
-The errors are checked whatever the binary; what needs a binary that relays
-UDP (accepting a `protocol = udp` file) is skipped until it does."""
+  they come in; `proxy_protocol = off` is fine."""
 
 import re
 
 import pytest
 
-from conftest import EX_CONFIG, ini, needs_udp, run_dualproxy
-
-needs_relay = needs_udp()
+from conftest import EX_CONFIG, ini, run_dualproxy
 
 
 def check(write_config, text):
@@ -92,9 +87,8 @@ def test_proxy_protocol_with_udp_in_a_later_service(write_config):
 
 
 # --------------------------------------------------------------------------
-# accepted (a binary that relays UDP)
+# accepted
 
-@needs_relay
 @pytest.mark.parametrize("value", ["tcp", "udp", "tcp, udp", "udp, tcp", "tcp,udp"])
 def test_good_protocol_values(write_config, value):
     path, r = check(write_config, dns("protocol = %s" % value))
@@ -102,13 +96,11 @@ def test_good_protocol_values(write_config, value):
     assert "configuration ok" in r.stdout + r.stderr
 
 
-@needs_relay
 def test_proxy_protocol_off_with_udp(write_config):
     path, r = check(write_config, dns("protocol = udp", "proxy_protocol = off"))
     assert r.returncode == 0, r.stderr
 
 
-@needs_relay
 def test_udp_and_tcp_of_one_address_do_not_collide(write_config):
     text = ini("""
         [web]
@@ -123,7 +115,6 @@ def test_udp_and_tcp_of_one_address_do_not_collide(write_config):
     assert r.returncode == 0, r.stderr
 
 
-@needs_relay
 @pytest.mark.parametrize("a,b", [("udp", "udp"), ("tcp, udp", "udp"), ("udp", "udp, tcp")])
 def test_two_udp_listens_collide(write_config, a, b):
     text = ini("""
@@ -139,7 +130,6 @@ def test_two_udp_listens_collide(write_config, a, b):
     assert_error_at(write_config, text, [6], r"conflicts with .*\[dns\]")
 
 
-@needs_relay
 def test_example_file_with_udp(write_config):
     """Traefik's 443/tcp + 443/udp, the README's case."""
     text = ini("""

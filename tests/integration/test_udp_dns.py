@@ -28,9 +28,8 @@ import subprocess
 import pytest
 
 from conftest import (T, V4, V6, fmt_addr, free_port, free_udp_dual_port, free_udp_port,
-                      ini, metric_or_zero, needs_udp, scrape, wait_until)
+                      ini, metric_or_zero, scrape, wait_until)
 
-pytestmark = needs_udp()
 
 NAME = "family.dualproxy.test"
 BIG = "big.dualproxy.test"

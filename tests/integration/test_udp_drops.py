@@ -18,10 +18,9 @@ import time
 
 import pytest
 
-from conftest import (V4, V6, T, free_udp_dual_port, ini, needs_udp, scrape, free_port,
+from conftest import (V4, T, free_udp_dual_port, ini, scrape, free_port,
                       wait_until)
 
-pytestmark = needs_udp()
 
 SIZE = 1200
 

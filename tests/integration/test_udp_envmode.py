@@ -16,10 +16,9 @@ import socket
 import pytest
 
 from conftest import (V4, V6, T, free_udp_dual_port, free_udp_loopback_port, klipper_env,
-                      listen_sockets, needs_udp, run_dualproxy_env, udp_ask, udp_quiet,
+                      listen_sockets, run_dualproxy_env, udp_ask, udp_quiet,
                       udp_refused, udp_sockets, udp_tag)
 
-pytestmark = needs_udp()
 
 FAMILY = {V4: socket.AF_INET, V6: socket.AF_INET6}
 

@@ -26,12 +26,11 @@ import time
 import pytest
 
 from conftest import (V4, V6, T, connect, flow_log, flow_logs, free_port,
-                      free_udp_dual_port, ini, needs_udp, recv_exact, recv_line, scrape,
+                      free_udp_dual_port, ini, recv_exact, recv_line, scrape,
                       sock_addr, udp_ask, udp_quiet, udp_tcp_backends,
                       udp_refused, udp_sockets, udp_tag, wait_closed,
                       distinct_udp_dual_ports)
 
-pytestmark = needs_udp()
 
 FAMILY = {V4: socket.AF_INET, V6: socket.AF_INET6}
 

@@ -23,12 +23,11 @@ import time
 import pytest
 
 from conftest import (V4, V6, T, connect, expect_rst, flow_log, free_port,
-                      free_udp_dual_port, metric_or_zero, needs_udp, nofile_wrapper,
+                      free_udp_dual_port, metric_or_zero, nofile_wrapper,
                       proc_cpu_seconds, proc_fds_but_pipes, recv_line, scrape, sock_addr,
                       udp_ask, udp_exchange, udp_quiet, udp_tag, udp_tcp_backends,
                       wait_fds_back, wait_metric)
 
-pytestmark = needs_udp()
 
 FAMILY = {V4: socket.AF_INET, V6: socket.AF_INET6}
 

@@ -27,9 +27,8 @@ import sys
 
 import pytest
 
-from conftest import IS_ROOT, T, fmt_addr, ini, needs_udp
+from conftest import IS_ROOT, T, fmt_addr, ini
 
-pytestmark = needs_udp()
 
 SRV_DEV, CLI_DEV = "dpx-u-srv", "dpx-u-cli"
 SRV_ADDRS = ["10.77.0.1", "10.77.0.2", "fd77::1", "fd77::2"]

@@ -22,9 +22,8 @@ import subprocess
 import pytest
 
 from conftest import (T, V4, V6, fmt_addr, flow_logs, free_udp_dual_port, free_udp_port,
-                      ini, needs_udp, pattern, sha256, udp_sockets, wait_until)
+                      ini, pattern, sha256, udp_sockets, wait_until)
 
-pytestmark = needs_udp()
 
 SIZE = 1 << 20
 
