@@ -12,8 +12,8 @@
 
 import os
 import shutil
-import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -26,52 +26,70 @@ from conftest import (V4, T, TIME_SCALE, distinct_dual_ports, fmt_addr, http_get
 LIMIT = 40  # RLIMIT_NOFILE: fewer than the endpoint's 32 clients and the daemon's own need
 
 
+# The slow clients run in a process of their own, as an attacker would: in
+# the test's process their 40 threads would hold the interpreter's lock and
+# delay the probe's own request, which no kubelet suffers from.
+SLOW_CLIENTS = r"""
+import socket, sys, threading
+host, port, n, interval = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+out = threading.Lock()
+
+def run():
+    while True:
+        try:
+            s = socket.create_connection((host, port), timeout=5)
+        except OSError:
+            threading.Event().wait(0.05)
+            continue
+        with out:
+            sys.stdout.write("c\n")
+            sys.stdout.flush()
+        try:
+            s.settimeout(interval)
+            for b in request:
+                s.sendall(bytes([b]))
+                try:
+                    if s.recv(1) == b"":
+                        break  # closed: connect again
+                except socket.timeout:
+                    pass
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+for _ in range(n):
+    threading.Thread(target=run, daemon=True).start()
+threading.Event().wait()
+"""
+
+
 class SlowClients:
     """n clients on the metrics port that send 'GET /metrics ...' one byte
-    every `interval` seconds; each one that is closed connects again."""
+    every `interval` seconds; each one that is closed connects again. They
+    run in a child process; `connects` counts their connections."""
 
     def __init__(self, port, n, interval=1.0):
-        self.port, self.n, self.interval = port, n, interval
-        self.stop = threading.Event()
         self.connects = 0
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(n)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SLOW_CLIENTS, V4, str(port), str(n), str(interval)],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        self.reader = threading.Thread(target=self.count, daemon=True)
 
-    def run(self):
-        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
-        while not self.stop.is_set():
-            try:
-                s = socket.create_connection((V4, self.port), timeout=T(5))
-            except OSError:
-                self.stop.wait(0.05)
-                continue
-            with self.lock:
-                self.connects += 1
-            try:
-                s.settimeout(self.interval)
-                for b in request:
-                    if self.stop.is_set():
-                        break
-                    s.sendall(bytes([b]))
-                    try:
-                        if s.recv(1) == b"":
-                            break  # closed: connect again
-                    except socket.timeout:
-                        pass
-            except OSError:
-                pass
-            finally:
-                s.close()
+    def count(self):
+        for _ in self.proc.stdout:
+            self.connects += 1
 
     def __enter__(self):
-        for t in self.threads:
-            t.start()
+        self.reader.start()
         return self
 
     def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(T(5))
+        self.proc.kill()
+        self.proc.wait(T(5))
+        self.reader.join(T(5))
+        self.proc.stdout.close()
 
 
 def conf(mport, port, backend):
