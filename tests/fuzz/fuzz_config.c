@@ -28,7 +28,8 @@ static bool known_family(const struct addr *a)
 }
 
 /* Two addresses that cannot both be bound: same family and port, and the
- * same address or either one the wildcard. */
+ * same address or either one the wildcard; link-local addresses of two
+ * interfaces are bound to their devices and do not collide. */
 static bool overlap(const struct addr *a, const struct addr *b)
 {
 	if (addr_family(a) != addr_family(b) || addr_port(a) != addr_port(b))
@@ -38,6 +39,9 @@ static bool overlap(const struct addr *a, const struct addr *b)
 		return x == y || x == htonl(INADDR_ANY) || y == htonl(INADDR_ANY);
 	}
 	const struct in6_addr *x = &a->u.in6.sin6_addr, *y = &b->u.in6.sin6_addr;
+	uint32_t sx = a->u.in6.sin6_scope_id, sy = b->u.in6.sin6_scope_id;
+	if (sx != 0 && sy != 0 && sx != sy)
+		return false;
 	return memcmp(x, y, sizeof(*x)) == 0 || IN6_IS_ADDR_UNSPECIFIED(x) ||
 	       IN6_IS_ADDR_UNSPECIFIED(y);
 }
