@@ -27,6 +27,7 @@
 #define PUMP_ROUNDS 4             /* read/write rounds per wake-up, for fairness */
 #define STALL_CHECK 1.0           /* seconds between checks of a side that is not read */
 #define RESET_LINGER 1.0          /* seconds a reset waits for the survivor's data */
+#define RESET_DRAIN_READS 4       /* reads of a survivor's discarded data per wake-up */
 #define RESET_POLL 0.01           /* seconds between checks of the survivor's send queue */
 #define RESET_FIRST_POLL 0.001    /* the first check: a survivor that has closed already
 				     resets what it was sent at once */
@@ -550,7 +551,9 @@ static bool survivor_alive(struct relay *r, struct relay_end *survivor, struct f
 {
 	if (from->eof) /* not read any more: its pending error tells */
 		return backend_connect_result(survivor->fd) == 0;
-	while (!from->eof) {
+	/* a bounded drain: a survivor that keeps sending must not hold the
+	 * loop; the rest waits for its next readiness (or the deadline) */
+	for (int reads = 0; !from->eof && reads < RESET_DRAIN_READS; reads++) {
 		ssize_t n = recv(survivor->fd, r->dp->relays->chunk, RELAY_CHUNK, MSG_DONTWAIT);
 		if (n > 0)
 			continue;
