@@ -530,21 +530,21 @@ static void give_up_gso(struct udp_shared *u)
 	log_info("UDP segmentation offload unavailable here: sending datagrams one by one");
 }
 
-/* Counts an entry of o sent (datagrams and bytes). */
-static void count_sent(struct out *o, int i)
+/* Counts n datagrams of o's flow sent, bytes in all. */
+static void count_sent(struct out *o, size_t bytes, uint64_t n)
 {
 	struct stats_counters *c = o->f->counters;
-	c->bytes[o->dir] += o->len[i];
-	c->datagrams[o->dir] += (uint64_t)o->n_seg[i];
-	o->f->bytes[o->dir] += o->len[i];
-	o->f->datagrams[o->dir] += (uint64_t)o->n_seg[i];
+	c->bytes[o->dir] += bytes;
+	c->datagrams[o->dir] += n;
+	o->f->bytes[o->dir] += bytes;
+	o->f->datagrams[o->dir] += n;
 }
 
-/* Counts an entry of o lost to err. */
-static void count_dropped(struct out *o, int i, int err)
+/* Counts n datagrams of o's flow lost to err. */
+static void count_dropped(struct out *o, uint64_t n, int err)
 {
 	enum drop_reason why = err == EAGAIN || err == ENOBUFS ? DROP_BUFFER_FULL : DROP_ERROR;
-	o->f->counters->dropped[o->dir][why] += (uint64_t)o->n_seg[i];
+	o->f->counters->dropped[o->dir][why] += n;
 }
 
 /* Entry i could not go as one segmented send: sends its datagrams one by
@@ -571,16 +571,10 @@ static int send_split(struct udp_shared *u, struct out *o, int i)
 		int err = r < 0 ? errno : 0;
 		if (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH)
 			return err;
-		struct stats_counters *c = o->f->counters;
-		if (err != 0) {
-			c->dropped[o->dir][err == EAGAIN || err == ENOBUFS ? DROP_BUFFER_FULL :
-			                                                     DROP_ERROR]++;
-		} else {
-			c->bytes[o->dir] += size;
-			c->datagrams[o->dir]++;
-			o->f->bytes[o->dir] += size;
-			o->f->datagrams[o->dir]++;
-		}
+		if (err != 0)
+			count_dropped(o, 1, err);
+		else
+			count_sent(o, size, 1);
 		at += size;
 		in += size;
 		if (in >= iov[k].iov_len) {
@@ -603,7 +597,7 @@ static int out_flush(struct udp_shared *u, struct out *o)
 		if (r < 0 && errno == EINTR)
 			continue;
 		for (int i = done; i < done + (r > 0 ? r : 0); i++)
-			count_sent(o, i);
+			count_sent(o, o->len[i], (uint64_t)o->n_seg[i]);
 		if (r > 0) {
 			done += r;
 			continue;
@@ -618,7 +612,7 @@ static int out_flush(struct udp_shared *u, struct out *o)
 		} else if (err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH) {
 			end = err;
 		} else {
-			count_dropped(o, done, err);
+			count_dropped(o, (uint64_t)o->n_seg[done], err);
 		}
 		done++; /* that one is lost (or the flow ends); the rest may still go */
 	}
