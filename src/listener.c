@@ -17,11 +17,16 @@
 #include "udp.h"
 
 #define LISTEN_BACKLOG 4096  /* the kernel caps it at somaxconn */
-#define ACCEPT_BATCH 16      /* accepts per wake-up: new connections take turns
-				with the live ones and with other ports */
 /* Accepting runs after the live connections (relay.c serves those at
- * EV_MINPRI + 1), so that a burst of new clients never delays bytes in flight. */
+ * EV_MINPRI + 1). Per port and wake-up it takes as many turns as the live
+ * sockets served before it, at least ACCEPT_BATCH and at most
+ * ACCEPT_BATCH_MAX: a burst of new clients neither delays bytes in flight
+ * for long nor waits in the backlog while thousands of live ones are served
+ * (a fixed 16 left new connections of a 5,000-client burst queued for
+ * seconds). */
 #define ACCEPT_PRIORITY EV_MINPRI
+#define ACCEPT_BATCH 16
+#define ACCEPT_BATCH_MAX 1024
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents);
 
@@ -122,7 +127,12 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 	(void)loop;
 	(void)revents;
 
-	for (int i = 0; i < ACCEPT_BATCH && ev_is_active(&l->io); i++) {
+	unsigned batch = relay_served(dp);
+	if (batch < ACCEPT_BATCH)
+		batch = ACCEPT_BATCH;
+	else if (batch > ACCEPT_BATCH_MAX)
+		batch = ACCEPT_BATCH_MAX;
+	for (unsigned i = 0; i < batch && ev_is_active(&l->io); i++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
 		int fd = accept4(l->fd, (struct sockaddr *)&ss, &len,

@@ -117,6 +117,7 @@ struct relays {
 	LIST_HEAD(, relay) live;
 	TAILQ_HEAD(, relay_end) ready;   /* sockets to serve, in the order they became ready */
 	ev_check ready_check;            /* serves them after each poll */
+	unsigned served;                 /* sockets served after the last poll */
 	char *chunk;                     /* RELAY_CHUNK bytes shared by all relays */
 };
 
@@ -827,12 +828,19 @@ static void on_ready(struct ev_loop *loop, ev_check *w, int revents)
 
 	(void)loop;
 	(void)revents;
+	rs->served = 0;
 	while (!TAILQ_EMPTY(&rs->ready)) {
 		struct relay_end *e = TAILQ_FIRST(&rs->ready);
 		int events = e->ready_events;
 		unqueue(rs, e);
 		serve(e, events);
+		rs->served++;
 	}
+}
+
+unsigned relay_served(const struct dualproxy *dp)
+{
+	return dp->relays != NULL ? dp->relays->served : 0;
 }
 
 int relay_init(struct dualproxy *dp)

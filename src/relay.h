@@ -27,6 +27,10 @@ int relay_init(struct dualproxy *dp);
 void relay_start(struct dualproxy *dp, struct service *svc, struct service_stats *stats,
 		 int client_fd, const struct addr *client, bool source_counted);
 
+/* Sockets of live relays served after the last poll (accepting, which
+ * runs after them, takes as many turns). */
+unsigned relay_served(const struct dualproxy *dp);
+
 /* Ends every live relay at once (end=shutdown). */
 void relay_close_all(struct dualproxy *dp);
 
