@@ -38,3 +38,11 @@ int backend_connect_result(int fd)
 		return errno;
 	return err;
 }
+
+bool backend_connected(int fd)
+{
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
+	/* ENOTCONN while the handshake is in progress or after it failed */
+	return getpeername(fd, (struct sockaddr *)&peer, &len) == 0;
+}

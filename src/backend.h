@@ -2,15 +2,20 @@
 #ifndef DUALPROXY_BACKEND_H
 #define DUALPROXY_BACKEND_H
 
+#include <stdbool.h>
+
 #include "addr.h"
 
 /* Opens a non-blocking TCP socket and starts connecting to a. Returns the fd
  * (owned by the caller), with *in_progress set when the connect has yet to
- * complete (wait for writability, then backend_connect_result), or -1 with
- * errno set. */
+ * complete (its outcome: the socket's first error, or backend_connected),
+ * or -1 with errno set. */
 int backend_connect(const struct addr *a, int *in_progress);
 
-/* After writability: returns 0 when connected, else the errno of the failure. */
+/* The socket's pending error (SO_ERROR), taken from it: 0 when there is none. */
 int backend_connect_result(int fd);
+
+/* Whether fd's connect has completed and succeeded (it has a peer). */
+bool backend_connected(int fd);
 
 #endif

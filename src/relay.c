@@ -36,15 +36,15 @@
 #define RELAY_PRIORITY (EV_MINPRI + 1)
 
 enum relay_state {
-	RELAY_CONNECTING, /* backend connect in progress; the client is not read */
-	RELAY_OPEN,       /* relaying both ways */
+	RELAY_OPEN,       /* relaying both ways (the backend's connect may still be
+			     in progress: see unconfirmed) */
 	RELAY_RESETTING,  /* one side failed; the other gets what was read from it
 			     before the failure, then a reset */
 };
 
 /* What the relay's one timer is set for. */
 enum timer_job {
-	TIMER_CONNECT,     /* connect_timeout of RELAY_CONNECTING */
+	TIMER_CONNECT,     /* connect_timeout, while the backend's connect is unconfirmed */
 	TIMER_IDLE,        /* idle_timeout of RELAY_OPEN */
 	TIMER_STALL_CHECK, /* RELAY_OPEN with a side not read: has its source failed? */
 	TIMER_RESET_POLL,  /* RELAY_RESETTING: has the survivor received its data? */
@@ -104,9 +104,9 @@ struct relay {
 	ev_tstamp started, last_active;
 	ev_tstamp reset_deadline;        /* RELAY_RESETTING: reset by then at the latest */
 	struct loop_socket self;         /* the backend socket, to see it come back */
-	bool unconfirmed;                /* open, but the backend's connect is known to have
-					    completed only, not to have succeeded: its first
-					    error is the connect's (saves a getsockopt) */
+	bool unconfirmed;                /* the backend's connect may still be in progress
+					    or have failed: its first error is the connect's
+					    (saves a getsockopt), and connect_timeout runs */
 	enum end_reason reason;          /* why it ended, for the log */
 	bool rst_client, rst_backend;    /* close that side with RST */
 	LIST_ENTRY(relay) link;          /* in relays.live */
@@ -123,7 +123,7 @@ struct relays {
 
 static void on_io(struct ev_loop *loop, ev_io *w, int revents);
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents);
-static void connected(struct relay *r);
+static void start_relaying(struct relay *r);
 static void connect_failed(struct relay *r, int err);
 static void relay_fail(struct relay *r);
 static void relay_finish(struct relay *r);
@@ -166,7 +166,7 @@ static struct relay *relay_new(struct dualproxy *dp, struct service *svc,
 	r->client_addr = *client;
 	r->backend_addr = service_backend(svc, addr_family(client));
 	r->source_counted = source_counted;
-	r->state = RELAY_CONNECTING;
+	r->state = RELAY_OPEN;
 	r->started = r->last_active = ev_now(dp->loop);
 	r->reason = END_CLOSED;
 	init_end(r, &r->client, client_fd);
@@ -181,7 +181,10 @@ static struct relay *relay_new(struct dualproxy *dp, struct service *svc,
 	return r;
 }
 
-/* Starts the non-blocking connect to the backend. */
+/* Starts the non-blocking connect to the backend, and relaying at once: what
+ * the client has sent is written to the backend as soon as the connect is
+ * over (on loopback and a host's own bridges it usually is when connect()
+ * returns), without a wake-up for the connect on its own. */
 static void connect_backend(struct relay *r)
 {
 	int in_progress = 0;
@@ -195,12 +198,8 @@ static void connect_backend(struct relay *r)
 	}
 	init_end(r, &r->backend, fd);
 	loops_add(&r->dp->admission.loops, &r->self, fd, r->backend_addr);
-	if (!in_progress) {
-		connected(r);
-		return;
-	}
-	arm(r, TIMER_CONNECT, r->svc->connect_timeout);
-	set_events(r, &r->backend, EV_WRITE);
+	r->unconfirmed = in_progress;
+	start_relaying(r);
 }
 
 void relay_start(struct dualproxy *dp, struct service *svc, struct service_stats *stats,
@@ -273,12 +272,15 @@ static enum io_result pump(struct relay *r, struct flow *f);
 static void update_events(struct relay *r);
 static void watch_stalls(struct relay *r);
 
-static void connected(struct relay *r)
+/* Until the backend's connect is confirmed, data for it waits in the relay
+ * (a send before the handshake is over would block) and connect_timeout
+ * runs; a failed connect shows as the first error on the backend socket. */
+static void start_relaying(struct relay *r)
 {
-	assert(r->state == RELAY_CONNECTING);
-	r->state = RELAY_OPEN;
-	r->last_active = ev_now(r->dp->loop);
-	arm(r, TIMER_IDLE, r->svc->idle_timeout);
+	if (r->unconfirmed)
+		arm(r, TIMER_CONNECT, r->svc->connect_timeout);
+	else
+		arm(r, TIMER_IDLE, r->svc->idle_timeout);
 	if (r->svc->proxy_protocol != PROXY_OFF && queue_proxy_header(r) < 0) {
 		relay_finish(r);
 		return;
@@ -304,11 +306,15 @@ static bool wants_read(const struct flow *f)
 	return !f->eof && pending(f) == 0;
 }
 
+static void arm_idle(struct relay *r);
+
 /* A successful read or write on e: if it is the backend, its connect worked. */
 static inline void confirm(struct relay *r, const struct relay_end *e)
 {
-	if (e == &r->backend)
+	if (e == &r->backend && r->unconfirmed) {
 		r->unconfirmed = false;
+		arm_idle(r);
+	}
 }
 
 /* Records why the relay ends; an error on one end resets the other. */
@@ -633,11 +639,18 @@ static void arm(struct relay *r, enum timer_job job, ev_tstamp after)
 	ev_timer_start(r->dp->loop, &r->timer);
 }
 
+/* The idle timer, counted from the last activity. */
+static void arm_idle(struct relay *r)
+{
+	arm(r, TIMER_IDLE, r->last_active + r->svc->idle_timeout - ev_now(r->dp->loop));
+}
+
 /* A flow with data waiting does not read its source, so a reset of that
  * source would go unnoticed until the data moves: the timer checks it. */
 static void watch_stalls(struct relay *r)
 {
-	if (r->job == TIMER_STALL_CHECK || (pending(&r->up) == 0 && pending(&r->down) == 0))
+	if (r->job == TIMER_STALL_CHECK || r->job == TIMER_CONNECT ||
+	    (pending(&r->up) == 0 && pending(&r->down) == 0))
 		return;
 	ev_tstamp idle_left = r->last_active + r->svc->idle_timeout - ev_now(r->dp->loop);
 	if (idle_left < STALL_CHECK)
@@ -669,8 +682,15 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 	switch (r->job) {
 	case TIMER_CONNECT:
-		assert(r->state == RELAY_CONNECTING);
-		connect_failed(r, ETIMEDOUT);
+		assert(r->unconfirmed);
+		if (!backend_connected(r->backend.fd)) {
+			connect_failed(r, ETIMEDOUT);
+			return;
+		}
+		/* connected, and neither side has spoken since */
+		r->unconfirmed = false;
+		arm_idle(r);
+		watch_stalls(r);
 		return;
 	case TIMER_RESET_POLL:
 		resetting_step(r);
@@ -806,13 +826,6 @@ static void serve(struct relay_end *e, int revents)
 	struct relay *r = e->relay;
 
 	switch (r->state) {
-	case RELAY_CONNECTING:
-		/* writable: the connect is over; whether it worked, the first read
-		 * or write on the backend tells (an error is then the connect's) */
-		assert(e == &r->backend);
-		r->unconfirmed = true;
-		connected(r);
-		return;
 	case RELAY_RESETTING:
 		resetting_step(r);
 		return;

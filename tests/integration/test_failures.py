@@ -128,6 +128,69 @@ def test_connect_timeout(proxy_factory, backends, where):
         assert log["end"] == "connect-timeout", log
 
 
+@BOTH
+def test_connect_timeout_with_data_waiting(proxy_factory, backends, host):
+    """A client that speaks at once while the backend's SYNs are dropped: its
+    bytes wait in the relay, and connect_timeout still ends the connection
+    (the waiting data does not turn it into an open relay)."""
+    hole = backends.start_blackhole(host)
+    port = free_dual_port()
+    proxy = proxy_factory(ini("""
+        [global]
+        log_level = debug
+        connect_timeout = 500ms
+        [hole]
+        listen = %d
+        backend%s = %s
+    """ % (port, "6" if host == V6 else "4", fmt_addr(*hole))))
+    t0 = time.monotonic()
+    s = connect(host, port)
+    try:
+        addr = local_addr(s)
+        s.sendall(b"q" * 20000)
+        kind, _, data = wait_closed(s, T(3.0))
+        elapsed = time.monotonic() - t0
+    finally:
+        s.close()
+    assert data == b""
+    assert kind in ("eof", "reset")
+    assert 0.4 <= elapsed <= T(2.0), "closed after %.3fs" % elapsed
+    log = proxy.conn_log(addr)
+    assert log["end"] == "connect-timeout", log
+    assert log["up"] == 0 and log["down"] == 0, log
+
+
+@BOTH
+def test_silent_connection_outlives_connect_timeout(proxy_factory, backends, host):
+    """The backend accepted, and neither side says anything for longer than
+    connect_timeout: the connection stays open (connect_timeout is about the
+    connect only) and relays once the client speaks."""
+    e4 = backends.start_echo(V4)
+    e6 = backends.start_echo(V6)
+    port = free_dual_port()
+    proxy = proxy_factory(ini("""
+        [global]
+        log_level = debug
+        connect_timeout = 300ms
+        [echo]
+        listen = %d
+        backend4 = %s
+        backend6 = %s
+    """ % (port, fmt_addr(*e4), fmt_addr(*e6))))
+    with connect(host, port) as s:
+        addr = local_addr(s)
+        time.sleep(1.0)
+        payload = bytes(range(256)) * 400
+        s.sendall(payload)
+        assert recv_exact(s, len(payload), timeout=T(5)) == payload
+        s.shutdown(socket.SHUT_WR)
+        kind, _, data = wait_closed(s, T(3.0))
+        assert kind == "eof" and data == b""
+    log = proxy.conn_log(addr)
+    assert log["end"] == "closed", log
+    assert log["up"] == len(payload) and log["down"] == len(payload), log
+
+
 @pytest.mark.parametrize("where", ["global", "service"])
 def test_idle_timeout(proxy_factory, backends, where):
     e4 = backends.start_echo(V4)
