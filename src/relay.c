@@ -22,7 +22,6 @@
 #include "sock.h"
 
 #define RELAY_CHUNK (64 * 1024)   /* the shared buffer recv/send relaying reads into */
-#define PIPE_CAPACITY (64 * 1024) /* Linux default pipe size */
 #define PIPE_FD_SPARE 64          /* descriptors a new pipe must leave to connections */
 #define PUMP_ROUNDS 4             /* read/write rounds per wake-up, for fairness */
 #define STALL_CHECK 1.0           /* seconds between checks of a side that is not read */
@@ -428,7 +427,8 @@ static enum io_result fill_buffered(struct relay *r, struct flow *f)
 	/* a full chunk means bulk: move further data through a pipe if one is
 	 * free; a new pipe only while descriptors are to spare */
 	pipe_pool_get(&r->dp->pipes, f->pipe,
-		      admission_spare_fds(&r->dp->admission) > PIPE_FD_SPARE);
+		      admission_spare_fds(&r->dp->admission) > PIPE_FD_SPARE,
+		      ev_now(r->dp->loop));
 	return IO_OK;
 }
 

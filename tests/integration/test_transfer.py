@@ -5,6 +5,7 @@ sees EOF after all data and can still answer; backend SHUT_WR -> client sees
 EOF after all data and can still send)."""
 
 import hashlib
+import os
 import socket
 
 import pytest
@@ -160,3 +161,74 @@ def test_half_close_backend_first_then_slow_client(proxy_factory, backends, host
         s.shutdown(socket.SHUT_WR)
         res = backends.results.get(timeout=T(5))
         assert res["sha256"] == sha256(b"".join(pieces))
+
+
+# Holds pipes as the user it runs as until the kernel makes short ones (the
+# user's pipe buffers, fs.pipe-user-pages-soft, are used up); prints how many.
+PIPE_HOG = r"""
+import fcntl, os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+pipes = []
+while 2 * len(pipes) + 16 < hard:
+    pipes.append(os.pipe())
+    if fcntl.fcntl(pipes[-1][0], fcntl.F_GETPIPE_SZ) < 65536:
+        print("short", len(pipes), flush=True)
+        break
+else:
+    print("never short", len(pipes), flush=True)
+sys.stdin.read()
+"""
+
+
+def pipe_sizes(pid):
+    """The sizes of the pipes process pid holds, each end once."""
+    import fcntl
+    sizes = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        path = "/proc/%d/fd/%s" % (pid, fd)
+        try:
+            if not os.readlink(path).startswith("pipe:"):
+                continue
+            own = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            sizes.append(fcntl.fcntl(own, fcntl.F_GETPIPE_SZ))
+        finally:
+            os.close(own)
+    return sizes
+
+
+@pytest.mark.parametrize("host", [V4, V6], ids=["ipv4", "ipv6"])
+def test_bulk_when_the_users_pipe_buffers_are_used_up(proxy_factory, backends, host):
+    """Another process of the user dualproxy runs as holds that user's whole
+    pipe-buffer allowance: the kernel then makes new pipes of 2 pages, and
+    splicing through one would take a wake-up per 8 KiB. dualproxy refuses
+    such pipes: it holds none below 64 KiB, bulk data goes through its
+    buffers and arrives whole, and the log says why."""
+    import pwd
+    import subprocess
+    import sys
+    if os.geteuid() != 0:
+        pytest.skip("needs root: dualproxy and the pipe holder run as nobody")
+    with open("/proc/sys/fs/pipe-user-pages-soft") as f:
+        if int(f.read()) == 0:
+            pytest.skip("fs.pipe-user-pages-soft is 0: no per-user pipe limit")
+    nobody = pwd.getpwnam("nobody")
+    hog = subprocess.Popen([sys.executable, "-c", PIPE_HOG], user=nobody.pw_uid,
+                           group=nobody.pw_gid, extra_groups=[],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        state = hog.stdout.readline().split()
+        if state[:1] != ["short"]:
+            pytest.skip("the descriptor limit is too low to use up the pipe "
+                        "buffers (%s)" % " ".join(state))
+        proxy, port, _, _ = start_xfer_proxy(proxy_factory, backends)
+        check_xfer(backends, host, port, 8 * MIB, 8 * MIB, seed=2000 + len(host))
+        sizes = pipe_sizes(proxy.proc.pid)
+        assert all(s >= 65536 for s in sizes), "pipes of %r bytes" % sizes
+        proxy.wait_for(r"the kernel made a pipe of \d+ bytes")
+    finally:
+        hog.stdin.close()
+        hog.wait(timeout=T(5))
