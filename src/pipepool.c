@@ -16,7 +16,6 @@ int pipe_pool_init(struct pipe_pool *pool, size_t budget, size_t cache_max)
 	pool->n_cached = 0;
 	pool->cached = NULL;
 	pool->short_until = 0;
-	pool->short_now = false;
 	if (pool->cache_max > 0) {
 		pool->cached = calloc(pool->cache_max, sizeof(*pool->cached));
 		if (pool->cached == NULL)
@@ -40,7 +39,7 @@ int pipe_pool_get(struct pipe_pool *pool, int fds[2], bool may_create, double no
 	int size = fcntl(fds[0], F_GETPIPE_SZ);
 	if (size >= 0 && size < PIPE_CAPACITY) {
 		/* splicing through it would take a wake-up per few KiB */
-		if (!pool->short_now)
+		if (pool->short_until == 0)
 			log_warn("the kernel made a pipe of %d bytes (this user's pipe "
 				 "buffers, fs.pipe-user-pages-soft, are used up): bulk "
 				 "data goes through buffers until it makes full ones again",
@@ -48,13 +47,12 @@ int pipe_pool_get(struct pipe_pool *pool, int fds[2], bool may_create, double no
 		close(fds[0]);
 		close(fds[1]);
 		fds[0] = fds[1] = -1;
-		pool->short_now = true;
 		pool->short_until = now + PIPE_SHORT_RETRY;
 		return -1;
 	}
-	if (pool->short_now) {
+	if (pool->short_until != 0) {
 		log_info("the kernel makes pipes of full size again: bulk data is spliced");
-		pool->short_now = false;
+		pool->short_until = 0;
 	}
 	pool->count++;
 	return 0;

@@ -20,8 +20,8 @@ struct pipe_pool {
 	size_t count;     /* pipes that exist now */
 	size_t n_cached;
 	int (*cached)[2]; /* cache_max slots of {read end, write end} */
-	double short_until; /* no new pipe before then: the kernel made one too small */
-	bool short_now;   /* the last new pipe was too small (logged once) */
+	double short_until; /* the last new pipe was too small: no new one
+			       before then (0: it was of full size) */
 };
 
 /* budget 0 disables splicing. Returns 0, or -1 when out of memory. */
