@@ -12,8 +12,28 @@ import time
 
 import pytest
 
-from conftest import (V4, V6, T, connect, fmt_addr, free_dual_port, ini,
-                      local_addr, recv_exact, unused_port, wait_closed)
+from conftest import (V4, V6, T, connect, family_of, fmt_addr, free_dual_port,
+                      ini, local_addr, pattern, recv_exact, unused_port,
+                      wait_closed)
+
+
+def start_proxy(proxy_factory, name, b4=None, b6=None, glob="", svc=""):
+    """dualproxy at log_level debug with one service `name` on a free port of
+    both families, to backends b4 and b6 (either may be None); glob and svc
+    are more lines for [global] and for the service. Returns (proxy, port)."""
+    port = free_dual_port()
+    lines = ["[global]", "log_level = debug", glob, "[%s]" % name, "listen = %d" % port]
+    for key, b in (("backend4", b4), ("backend6", b6)):
+        if b is not None:
+            lines.append("%s = %s" % (key, fmt_addr(*b)))
+    lines.append(svc)
+    return proxy_factory(ini("\n".join(lines))), port
+
+
+def of_family(host, b):
+    """(b4, b6) for start_proxy: b as the backend of host's family only."""
+    return (b, None) if family_of(host) == socket.AF_INET else (None, b)
+
 
 def connect_expect_close(host, port, timeout):
     """Connect (from a known local address) and wait for the proxy to close
@@ -40,16 +60,7 @@ BOTH = pytest.mark.parametrize("host", [V4, V6], ids=["ipv4", "ipv6"])
 def test_refused_backend(proxy_factory):
     dead4 = (V4, unused_port(V4))
     dead6 = (V6, unused_port(V6))
-    port = free_dual_port()
-    proxy = proxy_factory(ini("""
-        [global]
-        log_level = debug
-        connect_timeout = 5s
-        [dead]
-        listen = %d
-        backend4 = %s
-        backend6 = %s
-    """ % (port, fmt_addr(*dead4), fmt_addr(*dead6))))
+    proxy, port = start_proxy(proxy_factory, "dead", dead4, dead6, glob="connect_timeout = 5s")
     for host, dead in ((V4, dead4), (V6, dead6)):
         client, kind, data = connect_expect_close(host, port, T(1.0))
         assert data == b""
@@ -82,21 +93,11 @@ def test_refused_backend_many(proxy_factory):
 def test_connect_timeout(proxy_factory, backends, where):
     hole4 = backends.start_blackhole(V4)
     hole6 = backends.start_blackhole(V6)
-    port = free_dual_port()
     if where == "global":
         glob, svc = "connect_timeout = 500ms", ""
     else:
         glob, svc = "connect_timeout = 30s", "connect_timeout = 500ms"
-    proxy = proxy_factory(ini("""
-        [global]
-        log_level = debug
-        %s
-        [hole]
-        listen = %d
-        backend4 = %s
-        backend6 = %s
-        %s
-    """ % (glob, port, fmt_addr(*hole4), fmt_addr(*hole6), svc)))
+    proxy, port = start_proxy(proxy_factory, "hole", hole4, hole6, glob, svc)
 
     results = {}
 
@@ -134,15 +135,8 @@ def test_connect_timeout_with_data_waiting(proxy_factory, backends, host):
     bytes wait in the relay, and connect_timeout still ends the connection
     (the waiting data does not turn it into an open relay)."""
     hole = backends.start_blackhole(host)
-    port = free_dual_port()
-    proxy = proxy_factory(ini("""
-        [global]
-        log_level = debug
-        connect_timeout = 500ms
-        [hole]
-        listen = %d
-        backend%s = %s
-    """ % (port, "6" if host == V6 else "4", fmt_addr(*hole))))
+    proxy, port = start_proxy(proxy_factory, "hole", *of_family(host, hole),
+                              glob="connect_timeout = 500ms")
     t0 = time.monotonic()
     s = connect(host, port)
     try:
@@ -165,18 +159,8 @@ def test_silent_connection_outlives_connect_timeout(proxy_factory, backends, hos
     """The backend accepted, and neither side says anything for longer than
     connect_timeout: the connection stays open (connect_timeout is about the
     connect only) and relays once the client speaks."""
-    e4 = backends.start_echo(V4)
-    e6 = backends.start_echo(V6)
-    port = free_dual_port()
-    proxy = proxy_factory(ini("""
-        [global]
-        log_level = debug
-        connect_timeout = 300ms
-        [echo]
-        listen = %d
-        backend4 = %s
-        backend6 = %s
-    """ % (port, fmt_addr(*e4), fmt_addr(*e6))))
+    proxy, port = start_proxy(proxy_factory, "echo", backends.start_echo(V4),
+                              backends.start_echo(V6), glob="connect_timeout = 300ms")
     with connect(host, port) as s:
         addr = local_addr(s)
         time.sleep(1.0)
@@ -191,25 +175,61 @@ def test_silent_connection_outlives_connect_timeout(proxy_factory, backends, hos
     assert log["up"] == len(payload) and log["down"] == len(payload), log
 
 
+@BOTH
+def test_data_waits_for_a_slow_handshake(proxy_factory, host):
+    """The backend's accept queue is full when the proxy connects, so its
+    handshake completes only with the SYN retransmitted about 1 s later
+    (as with a backend on another node, the connect is not over when
+    connect() returns): what the client sent meanwhile waits in the relay,
+    reaches the backend whole, and the answer comes back."""
+    fam = family_of(host)
+    lst = socket.socket(fam, socket.SOCK_STREAM)
+    fillers = []
+    try:
+        lst.bind((host, 0))
+        lst.listen(0)
+        backend = lst.getsockname()[:2]
+        for _ in range(3):  # fill the accept queue: further SYNs are dropped
+            f = socket.socket(fam, socket.SOCK_STREAM)
+            f.setblocking(False)
+            f.connect_ex(backend)
+            fillers.append(f)
+        filler_ports = {f.getsockname()[1] for f in fillers}
+        proxy, port = start_proxy(proxy_factory, "slow", *of_family(host, backend),
+                                  glob="connect_timeout = 5s")
+        payload = pattern(100000, 31)
+        with connect(host, port) as c:
+            addr = local_addr(c)
+            c.sendall(payload)
+            time.sleep(0.3)
+            lst.settimeout(T(5))
+            while True:  # make room, and find the proxy's connection
+                b, peer = lst.accept()
+                if peer[1] not in filler_ports:
+                    break
+                b.close()
+            with b:
+                assert recv_exact(b, len(payload), timeout=T(5)) == payload
+                b.sendall(b"done")
+            assert recv_exact(c, 4, timeout=T(5)) == b"done"
+        log = proxy.conn_log(addr)
+        assert log["end"] == "closed", log
+        assert log["up"] == len(payload) and log["down"] == 4, log
+    finally:
+        for f in fillers:
+            f.close()
+        lst.close()
+
+
 @pytest.mark.parametrize("where", ["global", "service"])
 def test_idle_timeout(proxy_factory, backends, where):
     e4 = backends.start_echo(V4)
     e6 = backends.start_echo(V6)
-    port = free_dual_port()
     if where == "global":
         glob, svc = "idle_timeout = 300ms", ""
     else:
         glob, svc = "idle_timeout = 15m", "idle_timeout = 300ms"
-    proxy = proxy_factory(ini("""
-        [global]
-        log_level = debug
-        %s
-        [echo]
-        listen = %d
-        backend4 = %s
-        backend6 = %s
-        %s
-    """ % (glob, port, fmt_addr(*e4), fmt_addr(*e6), svc)))
+    proxy, port = start_proxy(proxy_factory, "echo", e4, e6, glob, svc)
 
     # an active connection (a message every 100 ms for 1.2 s) is kept open,
     # in parallel with the idle ones below
@@ -248,17 +268,8 @@ def test_idle_timeout(proxy_factory, backends, where):
 
 @BOTH
 def test_client_reset(proxy_factory, backends, host):
-    e4 = backends.start_echo(V4)
-    e6 = backends.start_echo(V6)
-    port = free_dual_port()
-    proxy = proxy_factory(ini("""
-        [global]
-        log_level = debug
-        [echo]
-        listen = %d
-        backend4 = %s
-        backend6 = %s
-    """ % (port, fmt_addr(*e4), fmt_addr(*e6))))
+    proxy, port = start_proxy(proxy_factory, "echo", backends.start_echo(V4),
+                              backends.start_echo(V6))
     s = connect(host, port)
     addr = local_addr(s)
     s.sendall(b"abc")
@@ -272,17 +283,8 @@ def test_client_reset(proxy_factory, backends, host):
 
 @BOTH
 def test_backend_reset(proxy_factory, backends, host):
-    r4 = backends.start_reset_after(V4, b"bye")
-    r6 = backends.start_reset_after(V6, b"bye")
-    port = free_dual_port()
-    proxy = proxy_factory(ini("""
-        [global]
-        log_level = debug
-        [rst]
-        listen = %d
-        backend4 = %s
-        backend6 = %s
-    """ % (port, fmt_addr(*r4), fmt_addr(*r6))))
+    proxy, port = start_proxy(proxy_factory, "rst", backends.start_reset_after(V4, b"bye"),
+                              backends.start_reset_after(V6, b"bye"))
     s = connect(host, port)
     try:
         addr = local_addr(s)
