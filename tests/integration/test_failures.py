@@ -14,7 +14,7 @@ import pytest
 
 from conftest import (V4, V6, T, connect, family_of, fmt_addr, free_dual_port,
                       ini, local_addr, pattern, recv_exact, unused_port,
-                      wait_closed)
+                      wait_closed, wait_until)
 
 
 def start_proxy(proxy_factory, name, b4=None, b6=None, glob="", svc=""):
@@ -176,38 +176,44 @@ def test_silent_connection_outlives_connect_timeout(proxy_factory, backends, hos
 
 
 @BOTH
-def test_data_waits_for_a_slow_handshake(proxy_factory, host):
-    """The backend's accept queue is full when the proxy connects, so its
-    handshake completes only with the SYN retransmitted about 1 s later
-    (as with a backend on another node, the connect is not over when
+def test_data_waits_for_a_slow_handshake(proxy_factory, netns, host):
+    """In a network namespace of the test's own, a netfilter rule drops every
+    SYN to the backend until the proxy's first one has been dropped, so the
+    backend's handshake completes only with the SYN retransmitted about 1 s
+    later (as with a backend on another node, the connect is not over when
     connect() returns): what the client sent meanwhile waits in the relay,
     reaches the backend whole, and the answer comes back."""
     fam = family_of(host)
-    lst = socket.socket(fam, socket.SOCK_STREAM)
-    fillers = []
+    tables = "ip6tables" if fam == socket.AF_INET6 else "iptables"
+    port, bport = 8080, 8081  # the namespace's ports are all free
+    rule = ("INPUT", "-p", "tcp", "--dport", str(bport), "--syn", "-j", "DROP")
+    lst = netns.call(socket.create_server, (host, bport), family=fam)
     try:
-        lst.bind((host, 0))
-        lst.listen(0)
-        backend = lst.getsockname()[:2]
-        for _ in range(3):  # fill the accept queue: further SYNs are dropped
-            f = socket.socket(fam, socket.SOCK_STREAM)
-            f.setblocking(False)
-            f.connect_ex(backend)
-            fillers.append(f)
-        filler_ports = {f.getsockname()[1] for f in fillers}
-        proxy, port = start_proxy(proxy_factory, "slow", *of_family(host, backend),
-                                  glob="connect_timeout = 5s")
+        netns.run(tables, "-w", "-A", *rule)
+
+        def dropped():
+            out = netns.run(tables, "-w", "-L", "INPUT", "-n", "-v", "-x").stdout
+            return sum(int(line.split()[0]) for line in out.splitlines()
+                       if "dpt:%d" % bport in line)
+
+        proxy = proxy_factory(ini("""
+            [global]
+            log_level = debug
+            connect_timeout = 5s
+            [slow]
+            listen = %d
+            %s = %s
+        """ % (port, "backend6" if fam == socket.AF_INET6 else "backend4",
+               fmt_addr(host, bport))), wrapper=netns.wrapper())
         payload = pattern(100000, 31)
-        with connect(host, port) as c:
+        c = netns.call(socket.create_connection, (host, port), T(5))
+        with c:
             addr = local_addr(c)
             c.sendall(payload)
-            time.sleep(0.3)
+            wait_until(lambda: dropped() >= 1, T(5), what="the proxy's first SYN dropped")
+            netns.run(tables, "-w", "-D", *rule)
             lst.settimeout(T(5))
-            while True:  # make room, and find the proxy's connection
-                b, peer = lst.accept()
-                if peer[1] not in filler_ports:
-                    break
-                b.close()
+            b, peer = lst.accept()
             with b:
                 assert recv_exact(b, len(payload), timeout=T(5)) == payload
                 b.sendall(b"done")
@@ -216,8 +222,6 @@ def test_data_waits_for_a_slow_handshake(proxy_factory, host):
         assert log["end"] == "closed", log
         assert log["up"] == len(payload) and log["down"] == 4, log
     finally:
-        for f in fillers:
-            f.close()
         lst.close()
 
 
