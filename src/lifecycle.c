@@ -378,11 +378,11 @@ static void reload(struct dualproxy *dp, const char *why)
 	watch_loaded(&lc->watch); /* a broken file is not retried until it changes */
 	if (rc == 0 && config_same_text(dp->config, text, len)) {
 		free(text);
+		release_memory(); /* what connections that ended since held */
 		dp->stats.reloads_ok++;
 		log_info("the %s is unchanged since the last reload: nothing to apply",
 			 dp->config_path != NULL ? "file" : "environment");
 		log_info("reload: 0 added, %u kept, 0 removed", dp->n_listeners);
-		release_memory(); /* what connections that ended since held */
 		send_status(dp, "READY=1");
 		return;
 	}
