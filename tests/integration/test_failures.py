@@ -17,17 +17,20 @@ from conftest import (V4, V6, T, connect, family_of, fmt_addr, free_dual_port,
                       wait_closed, wait_until)
 
 
-def start_proxy(proxy_factory, name, b4=None, b6=None, glob="", svc=""):
-    """dualproxy at log_level debug with one service `name` on a free port of
-    both families, to backends b4 and b6 (either may be None); glob and svc
-    are more lines for [global] and for the service. Returns (proxy, port)."""
-    port = free_dual_port()
+def start_proxy(proxy_factory, name, b4=None, b6=None, glob="", svc="", port=None,
+                wrapper=()):
+    """dualproxy at log_level debug with one service `name` on port (default:
+    a free port of both families), to backends b4 and b6 (either may be
+    None); glob and svc are more lines for [global] and for the service;
+    wrapper as for proxy_factory. Returns (proxy, port)."""
+    if port is None:
+        port = free_dual_port()
     lines = ["[global]", "log_level = debug", glob, "[%s]" % name, "listen = %d" % port]
     for key, b in (("backend4", b4), ("backend6", b6)):
         if b is not None:
             lines.append("%s = %s" % (key, fmt_addr(*b)))
     lines.append(svc)
-    return proxy_factory(ini("\n".join(lines))), port
+    return proxy_factory(ini("\n".join(lines)), wrapper=wrapper), port
 
 
 def of_family(host, b):
@@ -196,15 +199,9 @@ def test_data_waits_for_a_slow_handshake(proxy_factory, netns, host):
             return sum(int(line.split()[0]) for line in out.splitlines()
                        if "dpt:%d" % bport in line)
 
-        proxy = proxy_factory(ini("""
-            [global]
-            log_level = debug
-            connect_timeout = 5s
-            [slow]
-            listen = %d
-            %s = %s
-        """ % (port, "backend6" if fam == socket.AF_INET6 else "backend4",
-               fmt_addr(host, bport))), wrapper=netns.wrapper())
+        proxy, _ = start_proxy(proxy_factory, "slow", *of_family(host, (host, bport)),
+                               glob="connect_timeout = 5s", port=port,
+                               wrapper=netns.wrapper())
         payload = pattern(100000, 31)
         c = netns.call(socket.create_connection, (host, port), T(5))
         with c:

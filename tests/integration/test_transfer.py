@@ -1,12 +1,17 @@
 """Data integrity through the relay: 32 MiB in both directions at the same
 time over both families (SHA-256), transfers of many sizes (0 .. 1 MiB+3) in
-both directions, and half-close relayed both ways (client SHUT_WR -> backend
+both directions, half-close relayed both ways (client SHUT_WR -> backend
 sees EOF after all data and can still answer; backend SHUT_WR -> client sees
-EOF after all data and can still send)."""
+EOF after all data and can still send), and 8 MiB each way while the user's
+pipe buffers are used up (no pipe below 64 KiB is kept)."""
 
+import fcntl
 import hashlib
 import os
+import pwd
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -183,7 +188,6 @@ sys.stdin.read()
 
 def pipe_sizes(pid):
     """The sizes of the pipes process pid holds, each end once."""
-    import fcntl
     sizes = []
     for fd in os.listdir("/proc/%d/fd" % pid):
         path = "/proc/%d/fd/%s" % (pid, fd)
@@ -207,9 +211,6 @@ def test_bulk_when_the_users_pipe_buffers_are_used_up(proxy_factory, backends, h
     splicing through one would take a wake-up per 8 KiB. dualproxy refuses
     such pipes: it holds none below 64 KiB, bulk data goes through its
     buffers and arrives whole, and the log says why."""
-    import pwd
-    import subprocess
-    import sys
     if os.geteuid() != 0:
         pytest.skip("needs root: dualproxy and the pipe holder run as nobody")
     with open("/proc/sys/fs/pipe-user-pages-soft") as f:
