@@ -182,8 +182,8 @@ static struct relay *relay_new(struct dualproxy *dp, struct service *svc,
 
 /* Starts the non-blocking connect to the backend, and relaying at once: what
  * the client has sent is written to the backend as soon as the connect is
- * over (on loopback and over a veth pair into a pod's namespace it is when
- * connect() returns), without a wake-up for the connect on its own. */
+ * over (on loopback and over a veth pair into another network namespace it
+ * is when connect() returns), without a wake-up for the connect on its own. */
 static void connect_backend(struct relay *r)
 {
 	int in_progress = 0;
